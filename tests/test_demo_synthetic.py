@@ -132,6 +132,8 @@ def test_answers_agree_with_the_scene(data):
             ).groups()
             (target,) = [o for o in objs if (o["size"], o["colour"], o["shape"]) == (size, colour, shape)]
             assert [float(v) for v in BOX_RE.fullmatch(q["answer"]).groups()] == target["box"]
+            assert q["bbox"] == target["box_px"]
+            assert q["width"] == q["height"] == meta["params"]["spec"]["image_size"]
         elif q["category"] == "attribute":
             box = [float(v) for v in BOX_RE.search(q["text"]).groups()]
             (target,) = [o for o in objs if o["box"] == box]

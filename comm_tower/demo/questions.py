@@ -35,6 +35,7 @@ class QA:
     answer: str
     category: str  # pope | rec | attribute | count
     subset: str  # pope: strategy; attribute: colour|shape|size; count: all|colour|shape; rec: box
+    bbox_px: tuple[int, int, int, int] | None = None  # rec: the target's box in pixels (x2, y2 exclusive)
 
 
 def plural(shape: str) -> str:
@@ -100,7 +101,11 @@ def existence_pair(
 def rec_question(spec: SceneSpec, obj: SceneObject) -> QA:
     """Referring expression -> box, e.g. 'Give the bounding box of the small red circle.'."""
     return QA(
-        f"Give the bounding box of the {obj.phrase()}.", format_box(normalised_box(spec, obj)), "rec", "box"
+        f"Give the bounding box of the {obj.phrase()}.",
+        format_box(normalised_box(spec, obj)),
+        "rec",
+        "box",
+        obj.box_px,
     )
 
 

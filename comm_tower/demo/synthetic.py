@@ -4,7 +4,8 @@
 - `images/train/*.png`, `images/test/*.png` (held-out scenes never drawn in training);
 - `stage1.json`: LLaVA pretraining format, one caption conversation per training image;
 - `stage2.json`: LLaVA instruction format, POPE-style existence, REC, attribute and counting turns;
-- `test.jsonl`: LLaVA `model_vqa` question file `{question_id, image, text, answer, category, subset}`;
+- `test.jsonl`: LLaVA `model_vqa` question file `{question_id, image, text, answer, category, subset}`
+  (REC questions also carry `bbox` in pixels, `width`, `height`);
 - `meta.json`: the generation parameters, category frequencies and every scene's objects and boxes.
 Image paths in the JSON files are relative to DIR (LLaVA's `--image_folder DIR`).
 """
@@ -162,16 +163,17 @@ def generate_dataset(
                 # each held-out image gets one POPE strategy in turn, so every strategy is exactly balanced
                 strategy = POPE_STRATEGIES[i % len(POPE_STRATEGIES)]
                 for qa in scene_questions(spec, scene, rng, strategy, popular):
-                    questions.append(
-                        {
-                            "question_id": len(questions),
-                            "image": image,
-                            "text": qa.question,
-                            "answer": qa.answer,
-                            "category": qa.category,
-                            "subset": qa.subset,
-                        }
-                    )
+                    q = {
+                        "question_id": len(questions),
+                        "image": image,
+                        "text": qa.question,
+                        "answer": qa.answer,
+                        "category": qa.category,
+                        "subset": qa.subset,
+                    }
+                    if qa.bbox_px is not None:  # what the REC metric scores against
+                        q.update(bbox=list(qa.bbox_px), width=spec.image_size, height=spec.image_size)
+                    questions.append(q)
 
     files["stage1.json"].write_text(json.dumps(stage1, indent=1))
     files["stage2.json"].write_text(json.dumps(stage2, indent=1))
