@@ -1,0 +1,84 @@
+"""LLaVA-signature entry points: `build_vision_tower(cfg, **kwargs)`, `build_vision_projector(cfg, **kwargs)`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from torch import nn
+
+from comm_tower.config import CommSpec
+from comm_tower.fusion.heads import build_head
+from comm_tower.fusion.projector import CommProjector
+from comm_tower.tower import CommVisionTower
+from comm_tower.zoo import is_comm_tower_name, list_presets, spec_for_name
+
+logger = logging.getLogger(__name__)
+
+
+def tower_name_of(cfg: Any) -> str | None:
+    """The tower name in a saved config (`mm_vision_tower`) or training args (`vision_tower`)."""
+    return getattr(cfg, "mm_vision_tower", None) or getattr(cfg, "vision_tower", None)
+
+
+def spec_of(cfg: Any, vision_cfg: Any = None) -> CommSpec | None:
+    """The resolved COMM spec a config describes, or None for a non-COMM config.
+
+    Order: a tower config passed by the caller (LLaVA-NeXT's `vision_cfg`), the spec saved in the
+    config (`mm_comm`), then the tower name resolved through the zoo.
+    """
+    saved = getattr(vision_cfg, "comm_spec", None) or getattr(cfg, "mm_comm", None)
+    if saved:
+        return CommSpec.from_dict(dict(saved), source="saved config field 'mm_comm'")
+    name = tower_name_of(cfg)
+    if is_comm_tower_name(name):
+        return spec_for_name(name)
+    return None
+
+
+def build_vision_tower(vision_tower_cfg: Any, **kwargs: Any) -> CommVisionTower:
+    """Build a COMM tower from LLaVA training args or a saved config; `delay_load=True` reads configs only."""
+    name = tower_name_of(vision_tower_cfg)
+    spec = spec_of(vision_tower_cfg)
+    if spec is None:
+        raise ValueError(
+            f"Unknown vision tower '{name}': comm_tower builds {list_presets()}, a preset .json file, or "
+            "'PRESET:ENCODER=/local/folder,...'"
+        )
+    feature = getattr(vision_tower_cfg, "mm_vision_select_feature", "patch")
+    if feature != "patch":
+        raise ValueError(
+            f"mm_vision_select_feature='{feature}': COMM towers emit patch tokens only; use 'patch'"
+        )
+    return CommVisionTower(
+        name or spec.name, spec, args=vision_tower_cfg, delay_load=kwargs.get("delay_load", False)
+    )
+
+
+def build_vision_projector(config: Any, delay_load: bool = False, **kwargs: Any) -> nn.Module:
+    """Build the projector LLaVA stores as `mm_projector`; for COMM towers it holds MFM, alignment and fusion.
+
+    Writes `config.mm_comm` so that the saved config alone rebuilds tower and projector.
+    """
+    projector_type = getattr(config, "mm_projector_type", "linear")
+    spec = spec_of(config, kwargs.get("vision_cfg"))
+    if spec is None:
+        return build_head(projector_type, config.mm_hidden_size, config.hidden_size)
+    mm_hidden = getattr(config, "mm_hidden_size", None)
+    if mm_hidden not in (None, spec.stacked_width):
+        raise ValueError(
+            f"config.mm_hidden_size={mm_hidden} but tower '{spec.name}' emits {spec.stacked_width} channels; "
+            "set mm_hidden_size from the tower's hidden_size"
+        )
+    config.mm_comm = spec.to_dict()
+    projector = CommProjector(spec, projector_type, config.hidden_size)
+    logger.info(
+        "COMM projector '%s': %s, %d -> %d -> %d (%s)",
+        spec.name,
+        ", ".join(f"{e.name}: {e.fusion} x{len(e.layers)}" for e in spec.encoders),
+        spec.stacked_width,
+        projector.fused_width,
+        config.hidden_size,
+        projector_type,
+    )
+    return projector

@@ -1,0 +1,146 @@
+"""The frozen-encoder interface: run blocks up to the deepest requested layer, return those layers."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+
+from comm_tower.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+ENCODERS: Registry[type[VisionEncoder]] = Registry("encoder family")
+
+
+def resolve_layer_indices(layers: Sequence[int], num_layers: int) -> list[int]:
+    """Map HF `hidden_states` indices (negatives allowed) to absolute ones in [0, num_layers]."""
+    out = []
+    for k in layers:
+        if not -(num_layers + 1) <= k <= num_layers:
+            raise ValueError(
+                f"layer {k} is out of range for an encoder with {num_layers} blocks "
+                f"(hidden_states indices run from {-(num_layers + 1)} to {num_layers})"
+            )
+        out.append(k if k >= 0 else num_layers + 1 + k)
+    return out
+
+
+class VisionEncoder(nn.Module):
+    """A frozen Hugging Face vision transformer exposing selected layers' patch tokens.
+
+    `hidden_states` numbering: 0 is the embedding output, k the output of block k. Blocks past the
+    deepest requested layer are removed at load time, so they are neither stored nor run.
+    """
+
+    family: ClassVar[str]
+    config_class: ClassVar[type[PretrainedConfig]]
+    model_class: ClassVar[type[PreTrainedModel]]
+    default_mean: ClassVar[tuple[float, float, float]]
+    default_std: ClassVar[tuple[float, float, float]]
+
+    def __init__(self, model: PreTrainedModel, layers: Sequence[int]) -> None:
+        super().__init__()
+        self.model = model
+        cfg = self.encoder_config(model.config)
+        self.num_layers: int = cfg.num_hidden_layers
+        self.layer_indices = resolve_layer_indices(layers, self.num_layers)
+        self.depth = max(self.layer_indices)
+        blocks = self.blocks()
+        del blocks[self.depth :]
+        self._block_args = _none_args_for_required(blocks[0]) if len(blocks) else ()
+        self.model.requires_grad_(False)
+        self.model.eval()
+
+    # family hooks ---------------------------------------------------------------------------
+    @classmethod
+    def encoder_config(cls, config: PretrainedConfig) -> PretrainedConfig:
+        """The vision config inside `config` (itself for vision-only configs)."""
+        return config
+
+    @classmethod
+    def num_prefix_tokens(cls, config: PretrainedConfig) -> int:
+        """Tokens before the patch tokens (CLS, registers) that are dropped."""
+        raise NotImplementedError
+
+    def blocks(self) -> nn.ModuleList:
+        """The transformer blocks, in order."""
+        raise NotImplementedError
+
+    def stem(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Pixels -> the tokens fed to block 1 (`hidden_states[0]`)."""
+        raise NotImplementedError
+
+    # shared ---------------------------------------------------------------------------------
+    @property
+    def root(self) -> nn.Module:
+        """The module holding embeddings and encoder (transformers < 5 wraps it in `vision_model`)."""
+        return getattr(self.model, "vision_model", self.model)
+
+    @classmethod
+    def read_config(cls, path: str) -> PretrainedConfig:
+        """Only the config of the weights at `path` (a hub name or a local folder)."""
+        return cls.encoder_config(cls.config_class.from_pretrained(path))
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str, layers: Sequence[int], attn_implementation: str = "sdpa", **kwargs: Any
+    ) -> VisionEncoder:
+        """Load weights with `from_pretrained`, falling back to eager attention where SDPA is missing."""
+        try:
+            model = cls.model_class.from_pretrained(path, attn_implementation=attn_implementation, **kwargs)
+        except (ValueError, ImportError) as err:
+            if attn_implementation == "eager":
+                raise
+            logger.info("%s: %s attention unavailable (%s); using eager", path, attn_implementation, err)
+            model = cls.model_class.from_pretrained(path, attn_implementation="eager", **kwargs)
+        logger.info("%s encoder from %s: attention=%s", cls.family, path, _attn_of(model))
+        return cls(model, layers)
+
+    @property
+    def width(self) -> int:
+        """Channels per token."""
+        return self.encoder_config(self.model.config).hidden_size
+
+    @property
+    def prefix(self) -> int:
+        """Prefix tokens dropped from every layer."""
+        return self.num_prefix_tokens(self.model.config)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`[B,3,H,W]` -> `[B, N, L*C]`: the selected layers' patch tokens, stacked on channels in order."""
+        wanted = {k: i for i, k in enumerate(self.layer_indices)}
+        picked: list[torch.Tensor | None] = [None] * len(self.layer_indices)
+        hidden = self.stem(pixel_values.to(self.model.dtype))
+        if 0 in wanted:
+            picked[wanted[0]] = hidden
+        for k, block in enumerate(self.blocks(), start=1):
+            out = block(hidden, *self._block_args)
+            hidden = out[0] if isinstance(out, tuple) else out
+            if k in wanted:
+                picked[wanted[k]] = hidden
+        return torch.cat([h[:, self.prefix :] for h in picked], dim=-1)
+
+
+def _none_args_for_required(block: nn.Module) -> tuple[None, ...]:
+    """Positional `None`s for a block's required arguments after the hidden states (masks).
+
+    Block signatures differ across transformers releases (CLIP took `causal_attention_mask` up to 4.4x);
+    vision blocks need no mask, so every required argument after the first gets `None`.
+    """
+    params = list(inspect.signature(block.forward).parameters.values())[1:]
+    required = [
+        p
+        for p in params
+        if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    return (None,) * len(required)
+
+
+def _attn_of(model: PreTrainedModel) -> str:
+    return str(getattr(model.config, "_attn_implementation", "eager"))

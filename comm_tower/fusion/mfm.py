@@ -1,0 +1,174 @@
+"""Multi-level feature merging (MFM): every variant of the paper's table, registered by name.
+
+Input of every variant: `[B, N, L*C]`, the L selected layers of one encoder stacked on channels (the
+tower's output layout). Output: `[B, N, C_out]`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from comm_tower.registry import Registry
+
+FUSIONS: Registry[type[MultiLevelFusion]] = Registry("MFM fusion")
+
+
+class MultiLevelFusion(nn.Module):
+    """Base: knows the layer count L, width C, and which block each layer came from."""
+
+    def __init__(
+        self, layer_indices: Sequence[int], width: int, layerscale: str = "sum", shared: bool = False
+    ):
+        super().__init__()
+        self.layer_indices = list(layer_indices)
+        self.num_layers = len(self.layer_indices)
+        self.width = width
+        self.out_width = width
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        """`[B, N, L*C]` -> `[B, N, L, C]` (a view)."""
+        return x.unflatten(-1, (self.num_layers, self.width))
+
+
+class LayerScale(nn.Module):
+    """Learnable per-layer weights starting equal (1/L); `sum` renormalises, `softmax` uses logits."""
+
+    def __init__(self, num_layers: int, mode: str = "sum") -> None:
+        super().__init__()
+        self.mode = mode
+        init = 0.0 if mode == "softmax" else 1.0 / num_layers
+        self.weight = nn.Parameter(torch.full((num_layers,), init))
+
+    def forward(self) -> torch.Tensor:
+        """The weights w_1..w_L used in the sum."""
+        if self.mode == "softmax":
+            return self.weight.softmax(0)
+        if self.mode == "sum":
+            return self.weight / self.weight.sum()
+        return self.weight
+
+
+@FUSIONS.register("mean")
+class MeanFusion(MultiLevelFusion):
+    """Mean of all selected layers (no parameters; identity for one layer)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Average over layers."""
+        return self.split(x).mean(dim=-2)
+
+
+@FUSIONS.register("mean_half")
+class MeanHalfFusion(MultiLevelFusion):
+    """Mean of the deeper half of the selected layers (by block index; at least one layer)."""
+
+    def __init__(self, layer_indices: Sequence[int], width: int, **kwargs: object) -> None:
+        super().__init__(layer_indices, width)
+        order = sorted(range(self.num_layers), key=lambda i: self.layer_indices[i])
+        keep = order[len(order) - max(1, len(order) // 2) :]
+        self.register_buffer("keep", torch.tensor(sorted(keep)), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Average over the deeper half."""
+        return self.split(x).index_select(-2, self.keep).mean(dim=-2)
+
+
+@FUSIONS.register("layerscale")
+class LayerScaleFusion(MultiLevelFusion):
+    """sum_i w_i z_i with learnable w normalised to sum to 1."""
+
+    def __init__(
+        self, layer_indices: Sequence[int], width: int, layerscale: str = "sum", **_: object
+    ) -> None:
+        super().__init__(layer_indices, width)
+        self.scale = LayerScale(self.num_layers, layerscale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Weighted sum over layers as one matrix-vector product."""
+        return torch.einsum("bnlc,l->bnc", self.split(x), self.scale().to(x.dtype))
+
+
+@FUSIONS.register("lln_layerscale")
+class LlnLayerScaleFusion(MultiLevelFusion):
+    """sum_i w_i Linear_i(LN_i(z_i)), the paper's choice.
+
+    Computed as ONE matmul: with z^_i the unit-normalised layer, Linear_i(LN_i(z_i)) = z^_i (g_i * W_i) +
+    (b_i + beta_i W_i), so all layers fold into a `[L*C, C_out]` weight and a bias. Autograd then needs only
+    the weight gradient of that matmul (the frozen encoders' tokens need no gradient).
+    """
+
+    def __init__(
+        self,
+        layer_indices: Sequence[int],
+        width: int,
+        layerscale: str = "sum",
+        shared: bool = False,
+        **_: object,
+    ) -> None:
+        super().__init__(layer_indices, width)
+        n = 1 if shared else self.num_layers
+        bound = 1.0 / math.sqrt(width)  # nn.Linear's default init
+        self.norm_weight = nn.Parameter(torch.ones(n, width))
+        self.norm_bias = nn.Parameter(torch.zeros(n, width))
+        self.weight = nn.Parameter(torch.empty(n, width, width).uniform_(-bound, bound))  # [L, C_in, C_out]
+        self.bias = nn.Parameter(torch.empty(n, width).uniform_(-bound, bound))
+        self.scale = LayerScale(self.num_layers, layerscale)
+        self.eps = 1e-5
+
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The `[L*C, C_out]` weight and `[C_out]` bias equal to the per-layer LN affine + Linear + scale."""
+        L, C = self.num_layers, self.width
+        w = self.scale()
+        g, beta = self.norm_weight.expand(L, C), self.norm_bias.expand(L, C)
+        weight = self.weight.expand(L, C, C)
+        folded_w = (w[:, None, None] * g[:, :, None]) * weight
+        bias = torch.einsum("l,lc,lco->o", w, beta, weight) + (w[:, None] * self.bias.expand(L, C)).sum(0)
+        return folded_w.reshape(L * C, C), bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise each layer, then one `[B*N, L*C] x [L*C, C]` matmul."""
+        z = F.layer_norm(self.split(x), (self.width,), eps=self.eps).flatten(-2)
+        weight, bias = self.folded()
+        return torch.addmm(bias.to(z.dtype), z.flatten(0, -2), weight.to(z.dtype)).unflatten(0, z.shape[:-1])
+
+
+@FUSIONS.register("conv_layerscale")
+class ConvLayerScaleFusion(MultiLevelFusion):
+    """sum_i w_i BN_i(Conv_i(z_i)) on the token grid: one grouped 3x3 conv over all layers."""
+
+    def __init__(
+        self,
+        layer_indices: Sequence[int],
+        width: int,
+        layerscale: str = "sum",
+        kernel_size: int = 3,
+        **_: object,
+    ) -> None:
+        super().__init__(layer_indices, width)
+        lc = self.num_layers * width
+        self.conv = nn.Conv2d(lc, lc, kernel_size, padding=kernel_size // 2, groups=self.num_layers)
+        self.norm = nn.BatchNorm2d(lc)
+        self.scale = LayerScale(self.num_layers, layerscale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Tokens -> grid -> per-layer conv + BN -> weighted sum -> tokens."""
+        b, n, lc = x.shape
+        side = math.isqrt(n)
+        if side * side != n:
+            raise ValueError(f"conv_layerscale needs a square token grid, got {n} tokens")
+        grid = x.transpose(1, 2).reshape(b, lc, side, side)
+        y = self.norm(self.conv(grid)).reshape(b, self.num_layers, self.width, n)
+        return torch.einsum("blcn,l->bnc", y, self.scale().to(y.dtype))
+
+
+# `lln_layerscale` followed by the alignment MLP (the projector adds the MLP: see `needs_align_mlp`).
+FUSIONS.register("lln_layerscale_mlp")(LlnLayerScaleFusion)
+
+
+def needs_align_mlp(fusion: str) -> bool:
+    """True for variants whose definition includes the alignment MLP."""
+    return fusion == "lln_layerscale_mlp"

@@ -1,0 +1,80 @@
+"""The COMM projector: per-branch MFM -> alignment MLP -> branch fusion -> LLaVA projection.
+
+All trainable fusion lives here, because LLaVA trains and saves only `mm_projector` in stage 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from comm_tower.config import AlignSpec, CommSpec, EncoderSpec
+from comm_tower.fusion.align import build_align
+from comm_tower.fusion.heads import build_head
+from comm_tower.fusion.mfm import FUSIONS, needs_align_mlp
+
+
+class Branch(nn.Module):
+    """One encoder's MFM and alignment."""
+
+    def __init__(self, enc: EncoderSpec, spec: CommSpec) -> None:
+        super().__init__()
+        if enc.layer_indices is None or enc.width is None:
+            raise ValueError(
+                f"encoder '{enc.name}' is not resolved; build the projector from a resolved spec"
+            )
+        self.mfm = FUSIONS.get(enc.fusion)(
+            enc.layer_indices, enc.width, layerscale=spec.layerscale, shared=spec.lln_shared
+        )
+        align = enc.align
+        if needs_align_mlp(enc.fusion) and align.kind == "none":
+            align = (
+                dataclasses.replace(align, kind="mlp") if isinstance(align, AlignSpec) else AlignSpec("mlp")
+            )
+        self.align = build_align(align, self.mfm.out_width)
+        self.in_width = len(enc.layer_indices) * enc.width
+        self.out_width = self.mfm.out_width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`[B, N, L*C]` -> `[B, N, C]`."""
+        return self.align(self.mfm(x))
+
+
+class CommProjector(nn.Module):
+    """Splits the tower's stacked channels per encoder, merges each, fuses branches, projects."""
+
+    def __init__(self, spec: CommSpec, projector_type: str, llm_width: int) -> None:
+        super().__init__()
+        self.spec = spec
+        self.branches = nn.ModuleList(Branch(e, spec) for e in spec.encoders)
+        self.splits = [b.in_width for b in self.branches]
+        widths = [b.out_width for b in self.branches]
+        if spec.branch_fusion == "sum":
+            if len(set(widths)) != 1:
+                raise ValueError(f"branch_fusion 'sum' needs equal branch widths, got {widths}; use 'concat'")
+            fused = widths[0]
+        else:
+            fused = sum(widths)
+        self.fused_width = fused
+        self.head = build_head(projector_type, fused, llm_width)
+
+    @property
+    def in_width(self) -> int:
+        """Channels expected from the tower."""
+        return sum(self.splits)
+
+    def fuse(self, x: torch.Tensor) -> torch.Tensor:
+        """Tower features -> fused visual features before the final projection."""
+        if x.shape[-1] != self.in_width:
+            raise ValueError(
+                f"projector expects {self.in_width} channels from the tower ({self.spec.name}), got {x.shape[-1]}"
+            )
+        dtype = next((p.dtype for p in self.parameters()), x.dtype)
+        parts = [b(p) for b, p in zip(self.branches, x.to(dtype).split(self.splits, dim=-1))]
+        return torch.stack(parts).sum(0) if self.spec.branch_fusion == "sum" else torch.cat(parts, dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`[B, N, stacked]` -> `[B, N, llm_width]`."""
+        return self.head(self.fuse(x))

@@ -1,0 +1,178 @@
+"""`CommVisionTower`: the LLaVA `CLIPVisionTower` contract over one or more frozen encoders.
+
+It emits every selected layer of every encoder stacked on the channel axis, on one shared token grid;
+the projector (`comm_tower.fusion.projector`) does all the learnable merging.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from comm_tower.config import CommSpec, EncoderSpec
+from comm_tower.encoders import ENCODERS, VisionEncoder
+from comm_tower.processor import CommImageProcessor, renormalise
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TowerConfig:
+    """What LLaVA reads from `tower.config`, available before the weights load."""
+
+    hidden_size: int
+    image_size: int
+    patch_size: int
+    comm_spec: dict[str, Any] = field(default_factory=dict)
+
+
+def encoder_norm(enc: EncoderSpec) -> tuple[list[float], list[float]]:
+    """The pixel mean/std an encoder expects: the preset's, else its family's default."""
+    family = ENCODERS.get(enc.family)
+    return list(enc.image_mean or family.default_mean), list(enc.image_std or family.default_std)
+
+
+class CommVisionTower(nn.Module):
+    """Frozen multi-encoder, multi-layer vision tower with LLaVA's members."""
+
+    def __init__(self, vision_tower: str, spec: CommSpec, args: Any = None, delay_load: bool = False) -> None:
+        super().__init__()
+        if not spec.resolved:
+            raise ValueError("CommVisionTower needs a resolved spec (comm_tower.zoo.resolve_spec)")
+        self.vision_tower_name = vision_tower
+        self.spec = spec
+        self.is_loaded = False
+        self.select_layer = [e.layers for e in spec.encoders]
+        self.select_feature = "patch"
+        self.encoders = nn.ModuleList()
+        self._norms = [encoder_norm(e) for e in spec.encoders]
+        mean, std = self._norms[0]
+        self.image_processor = CommImageProcessor(spec.image_size, mean, std)
+        self._config = TowerConfig(
+            hidden_size=spec.stacked_width,
+            image_size=spec.image_size,
+            patch_size=spec.image_size // spec.grid,
+            comm_spec=spec.to_dict(),
+        )
+        if not delay_load:
+            self.load_model()
+
+    def load_model(self, device_map: Any = None) -> None:
+        """Load every encoder's weights (once), drop unused blocks, freeze."""
+        if self.is_loaded:
+            logger.info("%s is already loaded; load_model call skipped", self.vision_tower_name)
+            return
+        kwargs = {"device_map": device_map} if device_map is not None else {}
+        for enc in self.spec.encoders:
+            family = ENCODERS.get(enc.family)
+            self.encoders.append(
+                family.from_pretrained(enc.path, enc.layers, self.spec.attn_implementation, **kwargs)
+            )
+            logger.info(
+                "encoder '%s' (%s): layers %s of %d, frozen",
+                enc.name,
+                enc.family,
+                enc.layer_indices,
+                enc.num_layers,
+            )
+        self.requires_grad_(False)
+        self.is_loaded = True
+
+    def train(self, mode: bool = True) -> CommVisionTower:
+        """Encoders stay in eval mode: they are frozen feature extractors."""
+        super().train(mode)
+        self.encoders.eval()
+        return self
+
+    def forward(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+        """`[B,3,H,W]` -> `[B,N,C]`; a list of `[3,H,W]` -> a list of `[1,N,C]`; output in the input dtype."""
+        if isinstance(images, list):
+            return [self.features(img.unsqueeze(0)) for img in images]
+        return self.features(images)
+
+    @torch.no_grad()
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels normalised for the first encoder -> stacked layer features on the shared grid."""
+        if not self.is_loaded:
+            raise RuntimeError(
+                f"{self.vision_tower_name}: call load_model() before forward (delay_load=True)"
+            )
+        src_mean, src_std = self._norms[0]
+        x = pixels.to(device=self.device, dtype=torch.float32)
+        parts = []
+        for enc, espec, (mean, std) in zip(self.encoders, self.spec.encoders, self._norms):
+            px = renormalise(x, src_mean, src_std, mean, std)
+            if espec.run_size != px.shape[-1]:
+                px = F.interpolate(
+                    px, size=espec.run_size, mode="bicubic", align_corners=False, antialias=True
+                )
+            parts.append(self._to_grid(enc(px), espec.grid))
+        return torch.cat(parts, dim=-1).to(pixels.dtype)
+
+    def _to_grid(self, tokens: torch.Tensor, side: int) -> torch.Tensor:
+        """Resample `[B, side^2, C]` tokens to the shared grid (bilinear, or area pooling)."""
+        target = self.spec.grid
+        if side == target:
+            return tokens
+        b, n, c = tokens.shape
+        grid = tokens.transpose(1, 2).reshape(b, c, side, side)
+        if self.spec.token_resample == "area":
+            grid = F.adaptive_avg_pool2d(grid, target)
+        else:
+            grid = F.interpolate(
+                grid, size=target, mode="bilinear", align_corners=False, antialias=target < side
+            )
+        return grid.flatten(2).transpose(1, 2)
+
+    # LLaVA's members --------------------------------------------------------------------------
+    @property
+    def config(self) -> TowerConfig:
+        """`hidden_size`, `image_size`, `patch_size` (and the spec), also before loading."""
+        return self._config
+
+    @property
+    def hidden_size(self) -> int:
+        """Channels per token: selected layers x width, summed over encoders."""
+        return self._config.hidden_size
+
+    @property
+    def image_size(self) -> int:
+        """Crop size in pixels."""
+        return self.spec.image_size
+
+    @property
+    def num_patches_per_side(self) -> int:
+        """Token grid side."""
+        return self.spec.grid
+
+    @property
+    def num_patches(self) -> int:
+        """Visual tokens per image."""
+        return self.spec.num_tokens
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Encoder parameter dtype (float32 before loading)."""
+        return next(self.encoders.parameters()).dtype if self.is_loaded else torch.float32
+
+    @property
+    def device(self) -> torch.device:
+        """Encoder device (cpu before loading)."""
+        return next(self.encoders.parameters()).device if self.is_loaded else torch.device("cpu")
+
+    @property
+    def dummy_feature(self) -> torch.Tensor:
+        """A zero feature row, as CLIPVisionTower has."""
+        return torch.zeros(1, self.hidden_size, device=self.device, dtype=self.dtype)
+
+    def encoder(self, name: str) -> VisionEncoder:
+        """The loaded encoder called `name` in the preset."""
+        for enc, espec in zip(self.encoders, self.spec.encoders):
+            if espec.name == name:
+                return enc
+        raise KeyError(f"no encoder '{name}' in {[e.name for e in self.spec.encoders]}")
