@@ -119,7 +119,7 @@ class CommVisionTower(nn.Module):
         target = self.spec.grid
         if side == target:
             return tokens
-        b, n, c = tokens.shape
+        b, _, c = tokens.shape
         grid = tokens.transpose(1, 2).reshape(b, c, side, side)
         if self.spec.token_resample == "area":
             grid = F.adaptive_avg_pool2d(grid, target)
