@@ -62,3 +62,9 @@ def test_corpus_score_and_answer_types():
 def test_missing_answers_names_sample():
     with pytest.raises(ValueError, match="sample 0"):
         METRICS.get("vqav2")([{"prediction": "x", "answers": []}])
+
+
+def test_single_reference_is_normalised_exact_match():
+    assert vqa_accuracy("Red.", ["red"]) == 1.0
+    assert vqa_accuracy("three", ["3"]) == 1.0
+    assert vqa_accuracy("blue", ["red"]) == 0.0

@@ -181,10 +181,8 @@ def process_punctuation(text: str) -> str:
     out = text
     has_digit_comma = _DIGIT_COMMA_DIGIT.search(text) is not None
     for p in _PUNCT:
-        if p + " " in text or " " + p in text or has_digit_comma:
-            out = out.replace(p, "")
-        else:
-            out = out.replace(p, " ")
+        touches_space = p + " " in text or " " + p in text
+        out = out.replace(p, "" if touches_space or has_digit_comma else " ")
     return _PERIOD_NOT_DECIMAL.sub("", out)
 
 

@@ -19,8 +19,10 @@ from comm_tower.eval.metrics.vqa_normalize import (
 
 
 def _answers(sample: Sample, index: int) -> list[str]:
-    raw = get_field(sample, ("answers", "gt_answers"), index, "vqav2")
-    if isinstance(raw, str) or not isinstance(raw, (list, tuple)) or not raw:
+    raw = get_field(sample, ("answers", "gt_answers", "answer"), index, "vqav2")
+    if isinstance(raw, str):
+        raw = [raw]  # a single reference answer (short-answer data sets such as the demo's)
+    if not isinstance(raw, (list, tuple)) or not raw:
         raise ValueError(f"vqav2: sample {index} 'answers' must be a non-empty list, got {raw!r}")
     answers = [a["answer"] if isinstance(a, dict) else a for a in raw]
     return [str(a).replace("\n", " ").replace("\t", " ").strip() for a in answers]
@@ -30,10 +32,10 @@ def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
     """Accuracy in [0, 1] of one prediction against the human answers of one question."""
     pred = normalize_vqa_answer(prediction)
     gts = list(answers)
+    if len(gts) == 1:
+        return float(normalize_vqa_answer(gts[0]) == pred)
     if len(set(gts)) > 1:
         gts = [process_digit_article(process_punctuation(a)) for a in gts]
-    if len(gts) == 1:
-        return float(gts[0] == pred)
     scores = []
     for left_out in range(len(gts)):
         matches = sum(a == pred for i, a in enumerate(gts) if i != left_out)

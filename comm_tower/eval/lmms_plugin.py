@@ -1,0 +1,167 @@
+"""lmms-eval model plugin: `--model comm --model_args pretrained=CKPT[,conv_template=vicuna_v1,...]`.
+
+lmms-eval finds plugins through the entry-point group `lmms_eval.models`; setup.py registers
+`comm = comm_tower.eval.lmms_plugin:manifest`, whose payload (a callable returning a `ModelManifest`)
+points lmms-eval at `CommLmms`. Requests are answered through the same prompt and generation code as
+comm-eval (`comm_tower.eval.generation`). This module imports lmms_eval, so only lmms-eval imports it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from lmms_eval.api.instance import Instance
+from lmms_eval.api.model import lmms
+from lmms_eval.models.registry_v2 import ModelManifest
+from PIL import Image
+from tqdm import tqdm
+
+from comm_tower.eval.generation import (
+    GenerationConfig,
+    continuation_logprob,
+    generate_batch,
+    pixel_values,
+    prompt_ids,
+    user_text,
+)
+
+logger = logging.getLogger(__name__)
+MODEL_ID = "comm"
+
+
+def manifest() -> ModelManifest:
+    """Entry-point payload: where lmms-eval finds the COMM model class."""
+    return ModelManifest(model_id=MODEL_ID, simple_class_path=f"{__name__}.CommLmms")
+
+
+def _truncate_at_stops(text: str, until: list[str] | str | None) -> str:
+    stops = [until] if isinstance(until, str) else list(until or [])
+    for stop in stops:
+        if stop and stop in text:
+            text = text.split(stop)[0]
+    return text
+
+
+class CommLmms(lmms):
+    """A COMM checkpoint (loaded by `comm_tower.serve.loader`) behind lmms-eval's simple-model interface."""
+
+    is_simple = True
+
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        model_base: str | None = None,
+        conv_template: str = "vicuna_v1",
+        device: str = "cpu",
+        dtype: str | None = None,
+        image_aspect_ratio: str | None = None,
+        batch_size: int | str = 1,
+        max_new_tokens: int = 128,
+        bundle: tuple[Any, Any, Any, int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        if kwargs:
+            logger.warning("comm: ignoring unknown model_args %s", sorted(kwargs))
+        if bundle is None:
+            if not pretrained:
+                raise ValueError("comm: pass --model_args pretrained=/path/to/checkpoint")
+            from comm_tower.serve.loader import load_pretrained_model
+
+            bundle = load_pretrained_model(
+                pretrained, model_base, device=device, dtype=getattr(torch, dtype) if dtype else None
+            )
+        self.tokenizer, self.model, self.image_processor, self.context_len = bundle
+        self.model.eval()
+        self.template = conv_template
+        config = getattr(self.model, "config", None)
+        self.image_aspect_ratio = image_aspect_ratio or getattr(config, "image_aspect_ratio", None) or "pad"
+        self.batch_size = int(batch_size)
+        self.max_new_tokens = int(max_new_tokens)
+
+    # helpers -------------------------------------------------------------------------------
+    def _doc(self, task: str, split: str, doc_id: int) -> Any:
+        return self.task_dict[task][split][doc_id]
+
+    def _image(self, visuals: Any) -> tuple[torch.Tensor | None, tuple[int, int] | None]:
+        images = [v for v in (visuals or []) if isinstance(v, Image.Image)]
+        if len(images) > 1:
+            logger.warning(
+                "comm: %d images in one request; the model takes one, using the first", len(images)
+            )
+        if not images:
+            return None, None
+        img = images[0].convert("RGB")
+        return pixel_values(img, self.image_processor, self.image_aspect_ratio), img.size
+
+    def _gen_config(self, gen_kwargs: dict[str, Any]) -> GenerationConfig:
+        temperature = float(gen_kwargs.get("temperature", 0.0) or 0.0)
+        if not gen_kwargs.get("do_sample", temperature > 0):
+            temperature = 0.0
+        return GenerationConfig(
+            max_new_tokens=int(gen_kwargs.get("max_new_tokens", self.max_new_tokens)),
+            temperature=temperature,
+            top_p=gen_kwargs.get("top_p"),
+            num_beams=int(gen_kwargs.get("num_beams", 1) or 1),
+        )
+
+    def _generate_one(self, context: str, visuals: Any, gen_kwargs: dict[str, Any]) -> str:
+        pixels, size = self._image(visuals)
+        ids = prompt_ids([("user", user_text(context, pixels is not None))], self.tokenizer, self.template)
+        out = generate_batch(
+            self.model,
+            self.tokenizer,
+            [ids],
+            None if pixels is None else [pixels],
+            None if size is None else [size],
+            self._gen_config(gen_kwargs),
+        )[0]
+        return _truncate_at_stops(out, gen_kwargs.get("until"))
+
+    # lmms interface ------------------------------------------------------------------------
+    def generate_until(self, requests: list[Instance]) -> list[str]:
+        """Greedy (or sampled) answers, cut at the request's `until` strings."""
+        results = []
+        for req in tqdm(requests, desc="comm: generate", disable=self.rank != 0):
+            context, gen_kwargs, doc_to_visual, doc_id, task, split = req.args
+            visuals = doc_to_visual(self._doc(task, split, doc_id))
+            results.append(self._generate_one(context, visuals, dict(gen_kwargs or {})))
+        return results
+
+    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
+        """(log p(continuation | context, image), continuation is the greedy output) per request."""
+        results = []
+        for req in tqdm(requests, desc="comm: loglikelihood", disable=self.rank != 0):
+            context, doc_to_target, doc_to_visual, doc_id, task, split = req.args
+            doc = self._doc(task, split, doc_id)
+            continuation = doc_to_target if isinstance(doc_to_target, str) else doc_to_target(doc)
+            pixels, size = self._image(doc_to_visual(doc))
+            ctx = prompt_ids(
+                [("user", user_text(context, pixels is not None))], self.tokenizer, self.template
+            )
+            cont = self.tokenizer(str(continuation), add_special_tokens=False)["input_ids"]
+            results.append(continuation_logprob(self.model, ctx, cont, pixels, size))
+        return results
+
+    def generate_until_multi_round(self, requests: list[Instance]) -> list[list[str]]:
+        """Several rounds per request: the task's doc_to_text gives each next context until it says stop."""
+        results = []
+        for req in tqdm(requests, desc="comm: multi-round", disable=self.rank != 0):
+            context, gen_kwargs, doc_to_visual, doc_to_text, doc_id, task, split = req.args
+            gen_kwargs = dict(gen_kwargs or {})
+            doc = self._doc(task, split, doc_id)
+            visuals, outputs, info, round_idx = doc_to_visual(doc), [], None, 0
+            while True:
+                if round_idx > 0:
+                    visuals, context, terminal, previous, info = doc_to_text(
+                        doc, previous_output=outputs, round_idx=round_idx, previous_round_info=info
+                    )
+                    outputs = list(previous)
+                    if terminal:
+                        break
+                outputs.append(self._generate_one(context, visuals, gen_kwargs))
+                round_idx += 1
+            results.append(outputs)
+        return results
