@@ -22,7 +22,7 @@ class DataError(ValueError):
 
     def at(self, index: int | None = None, field: str | None = None) -> DataError:
         """The same error, with the sample index / field filled in where they were unknown."""
-        return DataError(
+        return type(self)(
             self.reason,
             self.index if self.index is not None else index,
             self.field if self.field is not None else field,

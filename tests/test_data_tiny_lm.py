@@ -1,0 +1,44 @@
+"""The tiny LLM builder: seeded, loadable through from_pretrained, and skipped when already built."""
+
+from __future__ import annotations
+
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from comm_tower.zoo.tiny_lm import build_tiny_llama
+
+CORPUS = ["a tiny corpus for a tiny tokenizer", "USER: hello ASSISTANT: hi there"]
+
+
+def _weights(path):
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_same_seed_same_build_and_a_finished_build_is_not_redone(tmp_path):
+    a = build_tiny_llama(tmp_path / "a", CORPUS, vocab_size=300, seed=0)
+    b = build_tiny_llama(tmp_path / "b", CORPUS, vocab_size=300, seed=0)
+    assert (a / "tokenizer.json").read_text() == (b / "tokenizer.json").read_text()
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    stamp = (a / "model.safetensors").stat().st_mtime_ns
+    assert build_tiny_llama(tmp_path / "a", CORPUS, vocab_size=300, seed=0) == a
+    assert (a / "model.safetensors").stat().st_mtime_ns == stamp
+    c = build_tiny_llama(tmp_path / "a", CORPUS, vocab_size=300, seed=1)  # other settings: rebuilt
+    assert not torch.equal(_weights(c)["model.embed_tokens.weight"], wa["model.embed_tokens.weight"])
+
+
+def test_build_loads_back_with_special_tokens_and_a_chat_template(tmp_path):
+    path = build_tiny_llama(tmp_path / "m", CORPUS, vocab_size=300, hidden_size=32, layers=1)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    assert [tok.bos_token, tok.eos_token, tok.unk_token, tok.pad_token] == ["<s>", "</s>", "<unk>", "<pad>"]
+    assert len({tok.bos_token_id, tok.eos_token_id, tok.unk_token_id, tok.pad_token_id}) == 4
+    ids = tok("hello there", return_tensors="pt").input_ids
+    assert ids[0, 0].item() == tok.bos_token_id
+    assert model(ids).logits.shape == (1, ids.shape[1], model.config.vocab_size)
+    assert model.config.vocab_size == len(tok) and model.config.hidden_size == 32
+    chat = tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
+    assert chat == "<s><|user|>\nhi</s>\n<|assistant|>\n"
