@@ -1,0 +1,87 @@
+"""Build the tower and projector for a model: from encoder folders (training) or from a saved config (reload).
+
+Decision: checkpoints hold the tower's encoder weights, and the config holds each encoder's HF config
+(`mm_encoder_configs`), so a reload rebuilds the encoders' structure without their folders and fills it from
+the checkpoint. A reload therefore never depends on the original encoder paths, and fine-tuned or swapped
+encoder weights are never silently replaced by the folder's (LLaVA #902).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from torch import nn
+
+from comm_tower.builders import build_vision_projector, build_vision_tower
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def zero3_init_disabled() -> Iterator[None]:
+    """Build modules as full tensors even when an HF DeepSpeed ZeRO-3 config is active.
+
+    Encoders loaded by a nested `from_pretrained` and the projector are then complete on every rank;
+    DeepSpeed partitions them when the engine starts, so no shard is ever loaded empty (LLaVA #1255, #728).
+    """
+    from transformers.integrations import deepspeed as hf_ds
+
+    ref = getattr(hf_ds, "_hf_deepspeed_config_weak_ref", None)
+    if ref is None:
+        yield
+        return
+    hf_ds._hf_deepspeed_config_weak_ref = None
+    try:
+        yield
+    finally:
+        hf_ds._hf_deepspeed_config_weak_ref = ref
+
+
+def encoder_configs(tower: nn.Module) -> list[dict[str, Any]]:
+    """Each loaded encoder's HF config as a dict, in preset order (stored as `mm_encoder_configs`)."""
+    return [enc.model.config.to_dict() for enc in tower.encoders]
+
+
+def build_tower_for_training(config: Any) -> nn.Module:
+    """Build the tower from its encoder folders (weights loaded, frozen) and record what a reload needs."""
+    with zero3_init_disabled():
+        tower = build_vision_tower(config, delay_load=False)
+    config.mm_hidden_size = tower.hidden_size
+    config.mm_encoder_configs = encoder_configs(tower)
+    return tower
+
+
+def build_tower_for_reload(config: Any) -> nn.Module:
+    """Rebuild the tower's structure from `mm_comm` + `mm_encoder_configs`; the checkpoint fills the weights."""
+    from comm_tower.encoders import ENCODERS
+
+    tower = build_vision_tower(config, delay_load=True)
+    saved = getattr(config, "mm_encoder_configs", None)
+    if not saved:
+        logger.warning("config has no mm_encoder_configs; loading the tower's encoders from their folders")
+        tower.load_model()
+        return tower
+    if len(saved) != len(tower.spec.encoders):
+        raise ValueError(
+            f"config.mm_encoder_configs has {len(saved)} entries but tower '{tower.spec.name}' has "
+            f"{len(tower.spec.encoders)} encoders; the saved config is inconsistent"
+        )
+    for enc_spec, cfg_dict in zip(tower.spec.encoders, saved):
+        family = ENCODERS.get(enc_spec.family)
+        hf_config = family.config_class.from_dict(dict(cfg_dict))
+        hf_model = family.model_class._from_config(
+            hf_config, attn_implementation=tower.spec.attn_implementation
+        )
+        tower.encoders.append(family(hf_model, enc_spec.layers))
+    tower.requires_grad_(False)
+    tower.is_loaded = True
+    return tower
+
+
+def build_projector(config: Any, vision_tower: nn.Module) -> nn.Module:
+    """The projector for `config` and `vision_tower` (LLaVA's `mm_projector`)."""
+    with zero3_init_disabled():
+        return build_vision_projector(config, vision_cfg=vision_tower.config)

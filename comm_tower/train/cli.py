@@ -1,0 +1,194 @@
+"""`comm-train` / `python -m comm_tower.train`: LLaVA's train.py flags on a HF Trainer with DeepSpeed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import sys
+
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from comm_tower.data import make_supervised_data_module
+from comm_tower.data.dataset import DataArguments
+from comm_tower.model import CommLlavaForCausalLM, from_language_model, load_pretrained_projector
+from comm_tower.model.builder import is_comm_llava_checkpoint
+from comm_tower.train.arguments import VERSION_TO_TEMPLATE, ModelArguments, TrainingArguments
+from comm_tower.train.attention import pick_attention
+from comm_tower.train.freeze import apply_plan, plan_for
+from comm_tower.train.lora import add_lora
+from comm_tower.train.trainer import CommTrainer
+
+logger = logging.getLogger("comm_tower.train")
+
+
+def setup_logging(training_args: TrainingArguments) -> None:
+    """INFO on the main process, warnings only elsewhere."""
+    level = logging.INFO if training_args.should_log else logging.WARNING
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level, force=True)
+    transformers.utils.logging.set_verbosity(level)
+
+
+def check_args(
+    model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments
+) -> None:
+    """Fail early, naming the flag and the fix, on options this trainer does not support."""
+    if not model_args.model_name_or_path:
+        raise SystemExit("--model_name_or_path is required (an HF causal LM or a saved comm_llava model)")
+    for flag in ("mm_use_im_start_end", "mm_use_im_patch_token"):
+        if getattr(model_args, flag):
+            raise SystemExit(
+                f"--{flag} True is not supported: COMM splices features at <image> only; drop it"
+            )
+    if model_args.mm_patch_merge_type != "flat":
+        raise SystemExit(f"--mm_patch_merge_type {model_args.mm_patch_merge_type}: only 'flat' is supported")
+    if training_args.bits not in (4, 8, 16):
+        raise SystemExit(f"--bits {training_args.bits}: use 16, 8 or 4")
+    if training_args.bits in (4, 8) and not training_args.lora_enable:
+        raise SystemExit(
+            f"--bits {training_args.bits} quantises the LLM; train it with --lora_enable True (QLoRA)"
+        )
+    if model_args.version is not None:
+        if model_args.version not in VERSION_TO_TEMPLATE:
+            raise SystemExit(f"--version {model_args.version}: use one of {sorted(VERSION_TO_TEMPLATE)}")
+        data_args.template = VERSION_TO_TEMPLATE[model_args.version]
+
+
+def ensure_deepspeed_comm(training_args: TrainingArguments) -> None:
+    """Make DeepSpeed's communication layer see the process group (on CPU accelerate sets up gloo alone,
+    and ZeRO-3's `zero.Init` would otherwise size batches for one process)."""
+    if not training_args.deepspeed:
+        return
+    import deepspeed
+    import torch.distributed as dist
+
+    if not deepspeed.comm.is_initialized():
+        backend = dist.get_backend() if dist.is_initialized() else None
+        deepspeed.init_distributed(dist_backend=backend)
+
+
+def compute_dtype(training_args: TrainingArguments) -> torch.dtype:
+    """bf16 / fp16 / fp32 from the HF precision flags."""
+    if training_args.bf16:
+        return torch.bfloat16
+    return torch.float16 if training_args.fp16 else torch.float32
+
+
+def llm_load_kwargs(model_args: ModelArguments, training_args: TrainingArguments) -> dict:
+    """`from_pretrained` kwargs for the LLM: dtype, attention kernel and (Q)LoRA quantisation."""
+    kwargs: dict = {"dtype": compute_dtype(training_args), "cache_dir": training_args.cache_dir}
+    kwargs["attn_implementation"] = pick_attention(model_args.attn_implementation)
+    if training_args.bits in (4, 8):
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=training_args.bits == 4,
+            load_in_8bit=training_args.bits == 8,
+            bnb_4bit_compute_dtype=compute_dtype(training_args),
+            bnb_4bit_use_double_quant=training_args.double_quant,
+            bnb_4bit_quant_type=training_args.quant_type,
+        )
+        kwargs["device_map"] = "cpu" if training_args.use_cpu else {"": training_args.local_process_index}
+    return kwargs
+
+
+def build_model(model_args: ModelArguments, training_args: TrainingArguments) -> CommLlavaForCausalLM:
+    """A plain LLM + `--vision_tower`, or a saved comm_llava model continued; projector from stage 1 if given."""
+    kwargs = llm_load_kwargs(model_args, training_args)
+    path = model_args.model_name_or_path
+    if is_comm_llava_checkpoint(path):
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        logger.info(
+            "continuing from the comm_llava model in %s (tower: %s)", path, model.config.mm_vision_tower
+        )
+    else:
+        if not model_args.vision_tower:
+            raise SystemExit(
+                "--vision_tower is required when --model_name_or_path is a plain LLM (e.g. comm)"
+            )
+        llm = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        model = from_language_model(
+            llm,
+            model_args.vision_tower,
+            model_args.mm_projector_type,
+            mm_vision_select_layer=model_args.mm_vision_select_layer,
+            mm_vision_select_feature=model_args.mm_vision_select_feature,
+        )
+    logger.info("LLM attention: %s", model.language_model.config._attn_implementation)
+    if model_args.pretrain_mm_mlp_adapter:
+        load_pretrained_projector(model, model_args.pretrain_mm_mlp_adapter)
+    model.config.use_cache = False
+    model.config.text_config.use_cache = False
+    return model
+
+
+def load_tokenizer(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments):
+    """The LLM's tokenizer, right padding, a pad token (unk, else eos) and the model's max length."""
+    tok = AutoTokenizer.from_pretrained(model_args.model_name_or_path, cache_dir=training_args.cache_dir)
+    tok.padding_side = "right"
+    if data_args.model_max_length:
+        tok.model_max_length = data_args.model_max_length
+    if tok.pad_token is None:
+        tok.pad_token = tok.unk_token if tok.unk_token is not None else tok.eos_token
+    return tok
+
+
+def find_resume(training_args: TrainingArguments) -> str | bool | None:
+    """`--resume_from_checkpoint` as given; else the latest `checkpoint-*` in the output dir (LLaVA's rule)."""
+    if training_args.resume_from_checkpoint:
+        return training_args.resume_from_checkpoint
+    if list(pathlib.Path(training_args.output_dir).glob("checkpoint-*")):
+        return True
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse LLaVA-style flags, build model and data, train, save."""
+    parser = transformers.HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    setup_logging(training_args)
+    check_args(model_args, data_args, training_args)
+    training_args.tune_mm_mlp_adapter = model_args.tune_mm_mlp_adapter
+    ensure_deepspeed_comm(training_args)
+
+    tokenizer = load_tokenizer(model_args, data_args, training_args)
+    model = build_model(model_args, training_args)
+    tower = model.get_vision_tower()
+    model.config.tokenizer_padding_side = tokenizer.padding_side
+    model.config.tokenizer_model_max_length = tokenizer.model_max_length
+    model.config.tune_mm_mlp_adapter = model_args.tune_mm_mlp_adapter
+    model.config.image_aspect_ratio = data_args.image_aspect_ratio
+    data_args.image_tokens = tower.num_patches
+    data_args.model_max_length = tokenizer.model_max_length
+
+    plan = plan_for(
+        model_args.tune_mm_mlp_adapter,
+        model_args.freeze_backbone,
+        training_args.freeze_mm_mlp_adapter,
+        training_args.lora_enable,
+    )
+    if training_args.lora_enable:
+        model = add_lora(
+            model,
+            training_args.lora_r,
+            training_args.lora_alpha,
+            training_args.lora_dropout,
+            training_args.lora_bias,
+            quantized=training_args.bits in (4, 8),
+        )
+    apply_plan(model, plan)
+
+    data_module = make_supervised_data_module(tokenizer, tower.image_processor, data_args)
+    trainer = CommTrainer(model=model, args=training_args, processing_class=tokenizer, **data_module)
+    trainer.train(resume_from_checkpoint=find_resume(training_args))
+    trainer.save_state()
+    trainer.save_model(training_args.output_dir)
+    if training_args.should_save and not model_args.tune_mm_mlp_adapter:
+        tokenizer.save_pretrained(training_args.output_dir)
+    logger.info("done: %s", os.path.abspath(training_args.output_dir))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
