@@ -41,8 +41,11 @@ def prompt_ids(turns: Sequence[tuple[str, str]], tokenizer: Any, template: str) 
 
 
 def pixel_values(image: Image.Image, image_processor: Any, image_aspect_ratio: str = "pad") -> torch.Tensor:
-    """`[3, H, W]` pixels the way the model was trained to see them (padded to square when 'pad')."""
-    if image_aspect_ratio == "pad":
+    """`[3, H, W]` pixels as the model was trained to see them: 'pad' to square, 'resize' (stretch) or 'square'."""
+    if image_aspect_ratio == "resize":
+        crop = image_processor.crop_size
+        image = image.resize((crop["width"], crop["height"]), Image.BICUBIC)
+    elif image_aspect_ratio == "pad":
         from comm_tower.processor import expand_to_square
 
         mean = getattr(image_processor, "image_mean", (0.5, 0.5, 0.5))

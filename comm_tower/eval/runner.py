@@ -38,7 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--answers-file", required=True, help="JSONL answers; existing answers are kept (resume)")
     p.add_argument("--task", required=True, choices=TASKS.names(), help="which metric and paper numbers")
     p.add_argument("--conv-mode", default="vicuna_v1", help="conversation template (vicuna_v1, plain, ...)")
-    p.add_argument("--image-aspect-ratio", default="pad", choices=sorted(ASPECT_TO_FRAME))
+    p.add_argument(
+        "--image-aspect-ratio",
+        default=None,
+        choices=sorted(ASPECT_TO_FRAME),
+        help="how images reach the model (and so the frame of REC boxes); default: the model config's, else pad",
+    )
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.0)
@@ -102,8 +107,10 @@ def run(args: argparse.Namespace, bundle: tuple[Any, Any, Any, int] | None = Non
     questions = load_questions(args.question_file, args.annotations)
     if args.limit is not None:
         questions = questions[: args.limit]
+    aspect = args.image_aspect_ratio
     if not args.score_only:
         tokenizer, model, image_processor, _ = bundle if bundle is not None else load_model(args)
+        aspect = aspect or getattr(getattr(model, "config", None), "image_aspect_ratio", None)
         gen = GenerationConfig(args.max_new_tokens, args.temperature, args.top_p, args.num_beams)
         answer_questions(
             tokenizer,
@@ -115,12 +122,12 @@ def run(args: argparse.Namespace, bundle: tuple[Any, Any, Any, int] | None = Non
             template=args.conv_mode,
             gen=gen,
             batch_size=args.batch_size,
-            image_aspect_ratio=args.image_aspect_ratio,
+            image_aspect_ratio=aspect or "pad",
             model_id=Path(args.model_path).name if args.model_path else "comm",
         )
     samples = _with_image_sizes(merged_samples(questions, args.answers_file), args.image_folder)
     task = TASKS.get(args.task)
-    scores = score_samples(task, samples, args.image_aspect_ratio)
+    scores = score_samples(task, samples, aspect or "pad")
     print(results_table(args.task, task, scores, None if args.paper_row == "none" else args.paper_row))
     if args.scores_file:
         Path(args.scores_file).write_text(json.dumps(scores, indent=1))

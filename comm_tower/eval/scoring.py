@@ -12,7 +12,8 @@ from comm_tower.eval.tasks import Task
 logger = logging.getLogger(__name__)
 
 # image_aspect_ratio used at inference -> the box frame the model's answers are in (see metrics/boxes.py)
-ASPECT_TO_FRAME = {"pad": "pad", "square": "crop", "original": "crop", "crop": "crop", "resize": "resize"}
+# 'square' is LLaVA's name for "the processor as is" (CLIP-style shortest-edge resize + centre crop)
+ASPECT_TO_FRAME = {"pad": "pad", "square": "crop", "resize": "resize"}
 
 
 def _run(metric: str, samples: Sequence[Sample], options: dict[str, Any], frame: str) -> Scores:
