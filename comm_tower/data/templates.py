@@ -94,7 +94,7 @@ def tokenize_with_images(text: str, tokenizer: Any, add_bos: bool) -> tuple[list
     chunks = text.split(DEFAULT_IMAGE_TOKEN)
     for k, chunk in enumerate(chunks):
         if chunk:
-            enc = tokenizer(chunk, add_special_tokens=False, return_offsets_mapping=True)
+            enc = tokenizer(chunk, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
             ids.extend(enc["input_ids"])
             offsets.extend((pos + s, pos + e) for s, e in enc["offset_mapping"])
         pos += len(chunk)
