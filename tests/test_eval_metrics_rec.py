@@ -58,3 +58,12 @@ def test_rec_coco_xywh_ground_truth():
 def test_rec_missing_size_names_field():
     with pytest.raises(ValueError, match="'width'"):
         METRICS.get("rec")([{"prediction": "[0,0,1,1]", "bbox": [0, 0, 1, 1]}])
+
+
+def test_boxes_rewritten_to_original_fractions():
+    from comm_tower.eval.metrics.boxes import boxes_to_original_fractions
+
+    # 200x100 padded to 200: the model's [0.1, 0.3, 0.6, 0.55] is pixels [20, 10, 120, 60]
+    text = "It is at [0.1, 0.3, 0.6, 0.55]."
+    assert boxes_to_original_fractions(text, 200, 100, "pad") == "It is at [0.100, 0.100, 0.600, 0.600]."
+    assert boxes_to_original_fractions("no box", 200, 100, "pad") == "no box"

@@ -26,6 +26,8 @@ from comm_tower.eval.generation import (
     prompt_ids,
     user_text,
 )
+from comm_tower.eval.metrics.boxes import boxes_to_original_fractions
+from comm_tower.eval.scoring import ASPECT_TO_FRAME
 
 logger = logging.getLogger(__name__)
 MODEL_ID = "comm"
@@ -59,6 +61,7 @@ class CommLmms(lmms):
         image_aspect_ratio: str | None = None,
         batch_size: int | str = 1,
         max_new_tokens: int = 128,
+        box_frame: str = "original",
         bundle: tuple[Any, Any, Any, int] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -80,6 +83,9 @@ class CommLmms(lmms):
         self.image_aspect_ratio = image_aspect_ratio or getattr(config, "image_aspect_ratio", None) or "pad"
         self.batch_size = int(batch_size)
         self.max_new_tokens = int(max_new_tokens)
+        if box_frame not in ("original", "model"):
+            raise ValueError(f"comm: box_frame must be 'original' or 'model', got {box_frame!r}")
+        self.box_frame = box_frame
 
     # helpers -------------------------------------------------------------------------------
     def _doc(self, task: str, split: str, doc_id: int) -> Any:
@@ -118,7 +124,10 @@ class CommLmms(lmms):
             None if size is None else [size],
             self._gen_config(gen_kwargs),
         )[0]
-        return _truncate_at_stops(out, gen_kwargs.get("until"))
+        out = _truncate_at_stops(out, gen_kwargs.get("until"))
+        if self.box_frame == "original" and size is not None:
+            out = boxes_to_original_fractions(out, size[0], size[1], ASPECT_TO_FRAME[self.image_aspect_ratio])
+        return out
 
     # lmms interface ------------------------------------------------------------------------
     def generate_until(self, requests: list[Instance]) -> list[str]:

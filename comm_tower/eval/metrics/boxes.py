@@ -84,3 +84,19 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
     inter = iw * ih
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def boxes_to_original_fractions(text: str, width: int, height: int, frame: str) -> str:
+    """Rewrite every box in `text` from the model's frame to fractions of the original image (3 decimals).
+
+    lmms-eval's REC tasks read boxes as fractions of the original image; a model trained on padded squares
+    answers in the padded frame, so the plugin converts before lmms-eval scores.
+    """
+
+    def convert(match: re.Match) -> str:
+        box = tuple(float(g) for g in match.groups())
+        x1, y1, x2, y2 = to_original(box, width, height, frame)  # type: ignore[arg-type]
+        vals = (x1 / width, y1 / height, x2 / width, y2 / height)
+        return "[" + ", ".join(f"{v:.3f}" for v in vals) + "]"
+
+    return _BOX_RE.sub(convert, text)
