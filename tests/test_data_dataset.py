@@ -57,17 +57,25 @@ def test_modality_lengths_are_positive_for_images_and_negative_for_text(tmp_path
     assert ds.lengths == [words + 128, words + 128, text_words]  # LLaVA's 128 per image by default
 
 
-@pytest.mark.parametrize(
-    "mode,color", [("RGBA", (9, 9, 9, 0)), ("L", 90), ("I;16", 40000), ("CMYK", (0, 255, 0, 0))]
-)
-def test_odd_image_modes_are_converted_not_rejected(tmp_path, mode, color):
+ODD_MODES = [
+    ("RGBA", (9, 9, 9, 0), (255, 255, 255)),  # fully transparent: the white background shows
+    ("L", 90, (90, 90, 90)),
+    ("I;16", 40000, (round(40000 / 65535 * 255),) * 3),  # scaled to 8 bits, not clipped to 255
+    ("CMYK", (0, 255, 0, 0), (255, 0, 255)),  # magenta
+]
+
+
+@pytest.mark.parametrize("mode,color,rgb", ODD_MODES)
+def test_odd_image_modes_are_converted_not_rejected(tmp_path, mode, color, rgb):
     name = f"odd_{mode.replace(';', '')}.{'jpg' if mode == 'CMYK' else 'png'}"
     if mode == "I;16":
         Image.fromarray(np.full((12, 12), color, dtype=np.uint16)).save(tmp_path / name)
     else:
-        Image.new(mode, (12, 12), color).save(tmp_path / name)
-    ds = _dataset(tmp_path, [{"image": name, "conversations": conv("<image>", "x")}])
-    assert ds[0]["images"].shape == (1, 3, SIZE, SIZE)
+        Image.new(mode, (12, 12), color).save(tmp_path / name, **({"quality": 100} if mode == "CMYK" else {}))
+    pixels = _dataset(tmp_path, [{"image": name, "conversations": conv("<image>", "x")}])[0]["images"]
+    assert pixels.shape == (1, 3, SIZE, SIZE)
+    want = torch.tensor([(v / 255 - m) / s for v, m, s in zip(rgb, MEAN, STD)])
+    assert torch.allclose(pixels[0, :, SIZE // 2, SIZE // 2], want, atol=0.15 if mode == "CMYK" else 0.02)
 
 
 def test_pad_fills_the_short_side_with_the_mean_colour(tmp_path):

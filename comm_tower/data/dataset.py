@@ -198,11 +198,12 @@ class LazySupervisedDataset(Dataset):
         if not sample.images:
             return torch.zeros(0, 3, size["height"], size["width"])
         pad = self.args.image_aspect_ratio == "pad"
-        fill = tuple(int(255 * m) for m in self.image_processor.image_mean) if pad else WHITE
+        fill = tuple(int(255 * m) for m in self.image_processor.image_mean)
         images = []
         for k, rel in enumerate(sample.images):
             field_name = "image" if len(sample.images) == 1 else f"image[{k}]"
-            img = load_image(self._image_path(rel), sample.index, field_name, background=fill)
+            # transparency goes onto white, as at inference (comm_tower.eval loads with the same default)
+            img = load_image(self._image_path(rel), sample.index, field_name, background=WHITE)
             images.append(_expand_to_square(img, fill) if pad else img)
         return self.image_processor.preprocess(images, return_tensors="pt")["pixel_values"]
 

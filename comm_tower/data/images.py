@@ -1,8 +1,8 @@
 """Load any image a data set may hold as 8-bit RGB, converting odd modes instead of rejecting them.
 
-Transparent images (RGBA, LA, PA, P with transparency) are composited onto a background, white by
-default (the dataset passes the processor's mean colour when it pads to square, so padding and
-transparency look alike). 16-bit and 32-bit images are rescaled to 8 bits over their range, never clipped.
+Transparent images (RGBA, LA, PA, P with transparency) are composited onto a background: white unless
+the caller passes another (training and inference both use white). 16-bit and 32-bit images are
+rescaled to 8 bits over their range, never clipped.
 """
 
 from __future__ import annotations
