@@ -49,10 +49,11 @@ def test_lmms_eval_discovers_the_plugin(tmp_path):
 
 @pytest.fixture(scope="module")
 def plugin(tiny_dir, tmp_path_factory):
+    """The plugin as lmms-eval builds it: `create_from_arg_string` with `--model_args`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from comm_tower.eval.lmms_plugin import CommLmms
-    from comm_tower.model import from_language_model, load_pretrained_model
+    from comm_tower.model import from_language_model
     from comm_tower.zoo.tiny_lm import build_tiny_llama
 
     root = tmp_path_factory.mktemp("tiny_comm_lmms")
@@ -60,7 +61,7 @@ def plugin(tiny_dir, tmp_path_factory):
     model = from_language_model(AutoModelForCausalLM.from_pretrained(lm_dir), "tiny-clip", "linear")
     model.save_pretrained(root / "model")
     AutoTokenizer.from_pretrained(lm_dir).save_pretrained(root / "model")
-    lm = CommLmms(bundle=load_pretrained_model(str(root / "model")), max_new_tokens=4)
+    lm = CommLmms.create_from_arg_string(f"pretrained={root / 'model'},device=cpu,max_new_tokens=4")
     image = Image.new("RGB", (90, 60), (200, 30, 30))
     lm.task_dict = {"toy": {"test": [{"image": image, "question": "What colour is it?", "answer": "red"}]}}
     return lm

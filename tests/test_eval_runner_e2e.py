@@ -8,17 +8,17 @@ from PIL import Image
 from comm_tower.eval.answering import answer_questions
 from comm_tower.eval.generation import GenerationConfig
 from comm_tower.eval.metrics import METRICS
-from comm_tower.eval.runner import build_parser, run
+from comm_tower.eval.runner import build_parser, main, run
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tiny_dir, tmp_path_factory):
-    """(tokenizer, model, image_processor, context_len) of a saved-and-reloaded tiny COMM model."""
+def tiny_checkpoint(tiny_dir, tmp_path_factory):
+    """Folder of a saved tiny random COMM model (tiny Llama + tiny-clip tower + linear projector)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from comm_tower.model import from_language_model, load_pretrained_model
+    from comm_tower.model import from_language_model
     from comm_tower.zoo.tiny_lm import build_tiny_llama
 
     root = tmp_path_factory.mktemp("tiny_comm")
@@ -26,7 +26,15 @@ def tiny_model(tiny_dir, tmp_path_factory):
     model = from_language_model(AutoModelForCausalLM.from_pretrained(lm_dir), "tiny-clip", "linear")
     model.save_pretrained(root / "model")
     AutoTokenizer.from_pretrained(lm_dir).save_pretrained(root / "model")
-    return load_pretrained_model(str(root / "model"))
+    return root / "model"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_checkpoint):
+    """(tokenizer, model, image_processor, context_len) through the project's loader."""
+    from comm_tower.serve.loader import load_pretrained_model
+
+    return load_pretrained_model(str(tiny_checkpoint))
 
 
 @pytest.fixture
@@ -52,7 +60,9 @@ def _answers(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_end_to_end_then_resume_without_reanswering(tiny_model, question_file, tmp_path, capsys):
+def test_end_to_end_then_resume_without_reanswering(
+    tiny_checkpoint, tiny_model, question_file, tmp_path, capsys
+):
     questions, images = question_file
     out = tmp_path / "answers.jsonl"
     argv = [
@@ -69,7 +79,19 @@ def test_end_to_end_then_resume_without_reanswering(tiny_model, question_file, t
         "--max-new-tokens",
         "3",
     ]
-    scores = run(build_parser().parse_args(argv), bundle=tiny_model)
+    # first run through the command line: comm-eval loads the checkpoint with the project's loader
+    main(
+        [
+            *argv,
+            "--model-path",
+            str(tiny_checkpoint),
+            "--device",
+            "cpu",
+            "--scores-file",
+            str(tmp_path / "s.json"),
+        ]
+    )
+    scores = json.loads((tmp_path / "s.json").read_text())
     first = _answers(out)
     assert sorted(a["question_id"] for a in first) == [f"q{k}" for k in range(6)]
     assert all(a["prompt"].startswith("<image>\n") for a in first if a["question_id"] != "q5")
