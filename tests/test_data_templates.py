@@ -135,6 +135,33 @@ def test_chat_template_learns_each_answer_through_its_end_token():
     assert expected[0].count(tok.bos_token_id) == 1
 
 
+CHATML = (
+    "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are helpful.<|im_end|>\n{% endif %}"
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_chatml_style_template_with_a_default_system_prompt():
+    tok = tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.chat_template = CHATML
+    expected = build(
+        tok,
+        [
+            ("<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\n", False),
+            IMG,
+            ("\nWhat is this?<|im_end|>\n<|im_start|>assistant\n", False),
+            ("A red box.<|im_end|>", True),
+            ("\n<|im_start|>user\nSure?<|im_end|>\n<|im_start|>assistant\n", False),
+            ("Yes.<|im_end|>", True),
+            ("\n", False),
+        ],
+        bos=False,
+    )
+    assert get_template("chat_template").encode(TWO_ROUNDS, tok) == expected
+
+
 def test_chat_template_that_rewrites_earlier_turns_is_refused():
     tok = tokenizer()
     tok.chat_template = (
