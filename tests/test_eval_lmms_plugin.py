@@ -63,7 +63,12 @@ def plugin(tiny_dir, tmp_path_factory):
     AutoTokenizer.from_pretrained(lm_dir).save_pretrained(root / "model")
     lm = CommLmms.create_from_arg_string(f"pretrained={root / 'model'},device=cpu,max_new_tokens=4")
     image = Image.new("RGB", (90, 60), (200, 30, 30))
-    lm.task_dict = {"toy": {"test": [{"image": image, "question": "What colour is it?", "answer": "red"}]}}
+    docs = [
+        {"image": image, "question": "What colour is it?", "answer": "red"},
+        {"image": Image.new("RGB", (50, 70), (20, 200, 30)), "question": "q", "answer": "green"},
+        {"image": None, "question": "q", "answer": "none"},
+    ]
+    lm.task_dict = {"toy": {"test": docs}}
     return lm
 
 
@@ -122,3 +127,20 @@ def test_generate_until_multi_round(plugin):
         [_req("generate_until", ("What colour is it?", {"until": []}, _visual, 0, "toy", "test"))]
     )
     assert rounds[0] == first[0]
+
+
+def test_batched_requests_equal_one_by_one(plugin):
+    def visual(doc):
+        return [doc["image"]] if doc["image"] is not None else []
+
+    contexts = ["What colour is it?", "Which shape is this object?", "Say something."]
+    reqs = [
+        _req("generate_until", (c, {"until": []}, visual, k, "toy", "test")) for k, c in enumerate(contexts)
+    ]
+    one_by_one = [plugin.generate_until([r])[0] for r in reqs]
+    plugin.batch_size = 2
+    try:
+        batched = plugin.generate_until(reqs)
+    finally:
+        plugin.batch_size = 1
+    assert batched == one_by_one

@@ -113,31 +113,52 @@ class CommLmms(lmms):
             num_beams=int(gen_kwargs.get("num_beams", 1) or 1),
         )
 
-    def _generate_one(self, context: str, visuals: Any, gen_kwargs: dict[str, Any]) -> str:
+    def _prepare(
+        self, context: str, visuals: Any
+    ) -> tuple[list[int], torch.Tensor | None, tuple[int, int] | None]:
         pixels, size = self._image(visuals)
         ids = prompt_ids([("user", user_text(context, pixels is not None))], self.tokenizer, self.template)
-        out = generate_batch(
-            self.model,
-            self.tokenizer,
-            [ids],
-            None if pixels is None else [pixels],
-            None if size is None else [size],
-            self._gen_config(gen_kwargs),
-        )[0]
-        out = _truncate_at_stops(out, gen_kwargs.get("until"))
+        return ids, pixels, size
+
+    def _finish(self, text: str, size: tuple[int, int] | None, until: Any) -> str:
+        text = _truncate_at_stops(text, until)
         if self.box_frame == "original" and size is not None:
-            out = boxes_to_original_fractions(out, size[0], size[1], ASPECT_TO_FRAME[self.image_aspect_ratio])
-        return out
+            text = boxes_to_original_fractions(
+                text, size[0], size[1], ASPECT_TO_FRAME[self.image_aspect_ratio]
+            )
+        return text
+
+    def _generate_many(self, items: list[tuple[str, Any, dict[str, Any]]], desc: str) -> list[str]:
+        """Answer (context, visuals, gen_kwargs) items, batching those with equal settings and image presence."""
+        prepared = [(*self._prepare(ctx, vis), kw) for ctx, vis, kw in items]
+        groups: dict[tuple, list[int]] = {}
+        for i, (_, pixels, _, kw) in enumerate(prepared):
+            until = kw.get("until")
+            key = (self._gen_config(kw), repr(until), pixels is not None)
+            groups.setdefault(key, []).append(i)
+        results: list[str] = [""] * len(items)
+        bar = tqdm(total=len(items), desc=desc, disable=self.rank != 0 or len(items) < 2)
+        for (gen, _, with_image), indices in groups.items():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start : start + self.batch_size]
+                ids = [prepared[i][0] for i in chunk]
+                pixels = [prepared[i][1] for i in chunk] if with_image else None
+                sizes = [prepared[i][2] for i in chunk] if with_image else None
+                texts = generate_batch(self.model, self.tokenizer, ids, pixels, sizes, gen)
+                for i, text in zip(chunk, texts):
+                    results[i] = self._finish(text, prepared[i][2], prepared[i][3].get("until"))
+                bar.update(len(chunk))
+        bar.close()
+        return results
 
     # lmms interface ------------------------------------------------------------------------
     def generate_until(self, requests: list[Instance]) -> list[str]:
-        """Greedy (or sampled) answers, cut at the request's `until` strings."""
-        results = []
-        for req in tqdm(requests, desc="comm: generate", disable=self.rank != 0):
+        """Greedy (or sampled) answers, cut at the request's `until` strings; batched by `batch_size`."""
+        items = []
+        for req in requests:
             context, gen_kwargs, doc_to_visual, doc_id, task, split = req.args
-            visuals = doc_to_visual(self._doc(task, split, doc_id))
-            results.append(self._generate_one(context, visuals, dict(gen_kwargs or {})))
-        return results
+            items.append((context, doc_to_visual(self._doc(task, split, doc_id)), dict(gen_kwargs or {})))
+        return self._generate_many(items, "comm: generate")
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         """(log p(continuation | context, image), continuation is the greedy output) per request."""
@@ -170,7 +191,7 @@ class CommLmms(lmms):
                     outputs = list(previous)
                     if terminal:
                         break
-                outputs.append(self._generate_one(context, visuals, gen_kwargs))
+                outputs.append(self._generate_many([(context, visuals, gen_kwargs)], "comm: round")[0])
                 round_idx += 1
             results.append(outputs)
         return results
