@@ -37,6 +37,7 @@ setup(
         "accelerate>=0.26",
         "safetensors>=0.4",
         "tokenizers>=0.15",
+        "protobuf",  # transformers 5 needs it to convert sentencepiece-only tokenizers (Vicuna)
         "sentencepiece>=0.1.99",
         "einops>=0.7",
         "numpy",
