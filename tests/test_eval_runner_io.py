@@ -107,3 +107,29 @@ def test_score_only_cli(tmp_path, capsys):
     _write_jsonl(a, [{"question_id": 0, "text": "Yes"}])
     with pytest.raises(ValueError, match="2 question"):
         run(args)
+
+
+def test_rec_score_only_reads_image_sizes(tmp_path, capsys):
+    from PIL import Image
+
+    Image.new("RGB", (200, 100)).save(tmp_path / "wide.png")
+    q, a = tmp_path / "q.jsonl", tmp_path / "a.jsonl"
+    _write_jsonl(q, [{"question_id": 0, "image": "wide.png", "text": "the dog", "bbox": [20, 10, 120, 60]}])
+    _write_jsonl(a, [{"question_id": 0, "text": "[0.1, 0.3, 0.6, 0.55]"}])  # the box in the padded frame
+    argv = [
+        "--question-file",
+        str(q),
+        "--answers-file",
+        str(a),
+        "--image-folder",
+        str(tmp_path),
+        "--task",
+        "refcoco_val",
+        "--score-only",
+        "--all-scores",
+    ]
+    assert run(build_parser().parse_args(argv))["accuracy"] == 100.0
+    out = capsys.readouterr().out
+    assert "COMM-7B 91.73" in out and "mean_iou" in out
+    # the same answer read in the centre-crop frame lands elsewhere (IoU 0.25)
+    assert run(build_parser().parse_args([*argv, "--image-aspect-ratio", "square"]))["accuracy"] == 0.0

@@ -7,10 +7,15 @@ from comm_tower.eval.paper_numbers import paper_values
 from comm_tower.eval.tasks import Task
 
 
-def results_table(task_name: str, task: Task, scores: Scores, controlled_row: str | None = None) -> str:
+def results_table(
+    task_name: str, task: Task, scores: Scores, controlled_row: str | None = None, all_scores: bool = False
+) -> str:
     """A plain-text table: task, score name, ours, then each reported number for that benchmark."""
     rows = []
     headline = task.headline or tuple((k, None) for k in scores if k != "count")
+    if all_scores:
+        shown = {name for name, _ in headline}
+        headline = (*headline, *((k, None) for k in scores if k not in shown))
     for name, paper_key in headline:
         if name not in scores:
             continue

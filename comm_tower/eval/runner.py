@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="controlled-analysis row of the paper to print beside ours",
     )
     p.add_argument("--scores-file", default=None, help="also write all scores as JSON here")
+    p.add_argument("--all-scores", action="store_true", help="print every score, not only the headline ones")
     return p
 
 
@@ -128,7 +129,8 @@ def run(args: argparse.Namespace, bundle: tuple[Any, Any, Any, int] | None = Non
     samples = _with_image_sizes(merged_samples(questions, args.answers_file), args.image_folder)
     task = TASKS.get(args.task)
     scores = score_samples(task, samples, aspect or "pad")
-    print(results_table(args.task, task, scores, None if args.paper_row == "none" else args.paper_row))
+    row = None if args.paper_row == "none" else args.paper_row
+    print(results_table(args.task, task, scores, row, all_scores=args.all_scores))
     if args.scores_file:
         Path(args.scores_file).write_text(json.dumps(scores, indent=1))
     return scores
