@@ -98,6 +98,11 @@ class CommLmms(lmms):
                 "comm: %d images in one request; the model takes one, using the first", len(images)
             )
         if not images:
+            if visuals:
+                kinds = sorted({type(v).__name__ for v in visuals})
+                logger.warning(
+                    "comm: visuals of type %s are not images (video?); answering from text only", kinds
+                )
             return None, None
         img = images[0].convert("RGB")
         return pixel_values(img, self.image_processor, self.image_aspect_ratio), img.size
