@@ -13,9 +13,11 @@ EXTRAS = {
     "eval": ["matplotlib>=3.7"],
     "demo": ["matplotlib>=3.7"],
     "web": ["gradio>=4"],
+    # not in "all": lmms-eval's full dependency set replaces torch / transformers pins
+    "lmms": ["lmms-eval>=0.7"],
     "dev": ["pytest>=8", "ruff>=0.6", "pycocoevalcap>=1.2"],
 }
-EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name not in ("flash", "web") for req in reqs})
+EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name not in ("flash", "web", "lmms") for req in reqs})
 
 setup(
     name="comm-tower",
@@ -53,6 +55,8 @@ setup(
             "comm-demo=comm_tower.demo.__main__:main",
             "comm-bench=comm_tower.bench.__main__:main",
             "comm-presets=comm_tower.zoo.cli:main",
+            "comm-layer-probe=comm_tower.eval.layer_probe:main",
         ],
+        "lmms_eval.models": ["comm = comm_tower.eval.lmms_plugin:manifest"],
     },
 )

@@ -7,6 +7,7 @@ bash scripts/install.sh
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} TOKENIZERS_PARALLELISM=false
 .venv/bin/ruff check .
 .venv/bin/python -m pytest -q -m "not llava" tests
+bash scripts/test_lmms.sh
 if [ -f scripts/test_llava.sh ]; then
     bash scripts/test_llava.sh
 fi
