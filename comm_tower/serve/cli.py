@@ -1,0 +1,164 @@
+"""`comm-chat` / `python -m comm_tower.serve.cli`: talk to a COMM model in the terminal, answers streamed.
+
+    comm-chat --model-path ckpt/comm-7b --image-file view.jpg --load-4bit
+
+Type a message and press Enter; Ctrl-D, `exit` or `quit` ends the chat. `/image PATH` switches to another
+image (a new conversation), `/reset` forgets the turns so far. Images are local files (a path or a
+`file://` URL); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+EXIT_WORDS = ("exit", "quit")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """LLaVA's `llava.serve.cli` flags, plus --dtype and --top-p."""
+    p = argparse.ArgumentParser(prog="comm-chat", description=__doc__.split("\n")[0])
+    p.add_argument("--model-path", required=True, help="comm-train output folder (full, stage-1 or LoRA)")
+    p.add_argument("--model-base", default=None, help="base LLM for projector-only and LoRA checkpoints")
+    p.add_argument("--image-file", default=None, help="local image path or file:// URL (optional)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if present)")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=["float32", "float16", "bfloat16"],
+        help="tower/projector/LLM compute dtype (default: float32 on CPU, float16 on GPU)",
+    )
+    p.add_argument(
+        "--conv-mode", default="vicuna_v1", help="conversation template: vicuna_v1, plain, chat_template"
+    )
+    p.add_argument("--temperature", type=float, default=0.2, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--max-new-tokens", type=int, default=512)
+    quant = p.add_mutually_exclusive_group()
+    quant.add_argument(
+        "--load-4bit", action="store_true", help="LLM in NF4 (bitsandbytes); tower stays float"
+    )
+    quant.add_argument(
+        "--load-8bit", action="store_true", help="LLM in int8 (bitsandbytes); tower stays float"
+    )
+    p.add_argument("--debug", action="store_true", help="log the prompt and library messages")
+    return p
+
+
+def fail(message: str, code: int = 2) -> None:
+    """One clear line on stderr, then exit."""
+    print(f"comm-chat: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
+def setup_logging(debug: bool) -> None:
+    """Warnings from us; library chatter (per-call bitsandbytes notes) only with --debug."""
+    logging.basicConfig(
+        format="comm-chat: %(levelname)s %(name)s: %(message)s",
+        level=logging.DEBUG if debug else logging.WARNING,
+    )
+    if not debug:
+        for name in ("bitsandbytes", "transformers", "peft"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        import warnings
+
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module="peft")
+
+
+def default_device() -> str:
+    """cuda when a GPU is visible, else cpu."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse flags, check the image, load the model, then chat until Ctrl-D / exit."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.debug)
+    from comm_tower.serve.inputs import ImageInputError, open_image
+
+    image = None
+    if args.image_file:
+        try:
+            image = open_image(args.image_file)  # before the (slow) model load: fail fast on a bad path
+        except ImageInputError as err:
+            fail(str(err))
+    if args.max_new_tokens < 1:
+        fail(f"--max-new-tokens {args.max_new_tokens}: must be at least 1")
+
+    from comm_tower.data.templates import TEMPLATES
+    from comm_tower.serve.chat import ChatSession
+    from comm_tower.serve.loader import load_pretrained_model
+
+    if args.conv_mode not in TEMPLATES.names():
+        fail(f"--conv-mode {args.conv_mode}: use one of {', '.join(TEMPLATES.names())}")
+    try:
+        tokenizer, model, processor, context_len = load_pretrained_model(
+            args.model_path,
+            args.model_base,
+            args.load_4bit,
+            args.load_8bit,
+            device=args.device or default_device(),
+            dtype=args.dtype,
+        )
+    except (OSError, ValueError, ImportError) as err:
+        fail(" ".join(str(err).split()))
+    session = ChatSession(
+        tokenizer,
+        model,
+        processor,
+        context_len,
+        args.conv_mode,
+        args.temperature,
+        args.top_p,
+        args.max_new_tokens,
+    )
+    session.set_image(image)
+    return chat_loop(session)
+
+
+def chat_loop(session: object) -> int:
+    """Read a line, stream the answer; Ctrl-D / exit / quit / Ctrl-C end with exit code 0."""
+    from comm_tower.serve.inputs import ImageInputError, open_image
+
+    while True:
+        try:
+            text = input("USER: ")
+        except (EOFError, KeyboardInterrupt):
+            print(flush=True)
+            return 0
+        text = text.strip()
+        if not text:
+            continue
+        if text.lower() in EXIT_WORDS:
+            return 0
+        if text == "/reset":
+            session.reset()
+            print("(conversation cleared)", flush=True)
+            continue
+        if text.startswith("/image"):
+            try:
+                session.set_image(open_image(text.removeprefix("/image").strip()))
+                print("(new image; new conversation)", flush=True)
+            except ImageInputError as err:
+                print(f"comm-chat: error: {err}", file=sys.stderr, flush=True)
+            continue
+        print("ASSISTANT: ", end="", flush=True)
+        try:
+            for piece in session.ask(text):
+                print(piece, end="", flush=True)
+        except KeyboardInterrupt:
+            print("\n(interrupted)", flush=True)
+            return 0
+        except (RuntimeError, ValueError) as err:
+            print(file=sys.stderr)
+            print(f"comm-chat: error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
+            continue
+        print(flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
