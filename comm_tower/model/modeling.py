@@ -157,10 +157,10 @@ class CommLlavaForCausalLM(PreTrainedModel):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             labels=labels,
             use_cache=use_cache,
+            **({"past_key_values": past_key_values} if past_key_values is not None else {}),
             **kwargs,
         )
 
