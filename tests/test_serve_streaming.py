@@ -1,0 +1,77 @@
+"""Streaming and the chat session: pieces arrive one by one and add up to the non-streamed answer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _serve_helpers import QUESTION_1, QUESTION_2, expected_answers, one_thread, trained_checkpoint
+from PIL import Image
+from transformers import AutoTokenizer
+
+from comm_tower.serve.chat import ChatSession
+from comm_tower.serve.loader import load_pretrained_model
+from comm_tower.serve.streaming import TextChunkStreamer, stream_generate
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ckpt(tiny_dir):
+    return trained_checkpoint(tiny_dir)
+
+
+@pytest.fixture(scope="module")
+def bundle(ckpt):
+    with one_thread():
+        return load_pretrained_model(str(ckpt / "full"))
+
+
+def test_session_streams_several_pieces_that_add_up_to_generate(bundle, ckpt):
+    tokenizer, model, processor, context_len = bundle
+    want = expected_answers(model, tokenizer, ckpt / "red.png", max_new_tokens=12)
+    session = ChatSession(tokenizer, model, processor, context_len, temperature=0.0, max_new_tokens=12)
+    session.set_image(Image.open(ckpt / "red.png"))
+    got = []
+    with one_thread():
+        for question in (QUESTION_1, QUESTION_2):
+            pieces = list(session.ask(question))
+            assert len(pieces) >= 3, pieces  # one piece per token, not the whole answer at the end
+            got.append("".join(pieces).strip())
+    assert got == want
+    assert [m.role for m in session.history] == ["user", "assistant", "user", "assistant"]
+    assert session.history[0].content.startswith("<image>\n") and "<image>" not in session.history[2].content
+
+
+def test_streamer_never_splits_a_character(ckpt):
+    tokenizer = AutoTokenizer.from_pretrained(ckpt / "full")
+    text = "né 日本 ok"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    streamer = TextChunkStreamer(tokenizer)
+    streamer.put(torch.tensor([[1, 2, 3]]))  # the prompt: skipped
+    for tok in ids:  # byte-level BPE: the CJK characters span several tokens
+        streamer.put(torch.tensor([tok]))
+    streamer.end()
+    pieces = list(streamer)
+    assert "".join(pieces) == text
+    assert not any("\ufffd" in p for p in pieces)
+    assert len(pieces) > 1
+
+
+def test_errors_in_generate_reach_the_reader(bundle):
+    tokenizer, model, _, _ = bundle
+    bad = torch.tensor([[1, -200, 5]])  # an <image> id but no image
+    with pytest.raises(Exception, match=r"embedding|index|out of range"):
+        list(stream_generate(model, tokenizer, inputs=bad, max_new_tokens=2, images=None))
+
+
+def test_long_chats_drop_old_turns_but_keep_the_image_turn(bundle, ckpt):
+    tokenizer, model, processor, _ = bundle
+    session = ChatSession(tokenizer, model, processor, context_len=200, temperature=0.0, max_new_tokens=4)
+    session.set_image(Image.open(ckpt / "red.png"))
+    with one_thread():
+        for i in range(6):
+            list(session.ask(f"question number {i} about the picture"))
+    assert session.history[0].content.startswith("<image>\n")
+    ids = session.prompt_ids("one more")
+    assert len(ids) + model.get_vision_tower().num_patches - 1 <= 200 - 4
+    assert len(session.history) < 12
