@@ -1,5 +1,6 @@
 """The comm_llava model in one process: keys, save/reload, generate, freezing, LoRA placement, QLoRA, optimizer."""
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,7 @@ def test_bench_script_prints_tokens_per_second_and_peak_memory(capsys):
     path = Path(__file__).resolve().parents[1] / "scripts" / "bench_train.py"
     spec = importlib.util.spec_from_file_location("bench_train", path)
     bench = importlib.util.module_from_spec(spec)
+    sys.modules["bench_train"] = bench  # dataclasses look their module up there
     spec.loader.exec_module(bench)
     bench.main(["--configs", "tiny", "--device", "cpu", "--dtype", "fp32", "--steps", "1", "--warmup", "0"])
     header, row = capsys.readouterr().out.strip().splitlines()[-2:]
