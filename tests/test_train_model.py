@@ -134,7 +134,9 @@ def test_bench_script_prints_tokens_per_second_and_peak_memory(capsys):
     sys.modules["bench_train"] = bench  # dataclasses look their module up there
     spec.loader.exec_module(bench)
     bench.main(["--configs", "tiny", "--device", "cpu", "--dtype", "fp32", "--steps", "1", "--warmup", "0"])
-    header, row = capsys.readouterr().out.strip().splitlines()[-2:]
+    lines = capsys.readouterr().out.splitlines()
+    header = next(x for x in lines if x.startswith("config "))
+    row = next(x for x in lines if x.startswith("tiny "))
     values = dict(zip(header.split(), row.split()))
     assert values["config"] == "tiny" and float(values["tokens/s"]) > 0 and float(values["peak(MiB)"]) > 0
     assert int(values["tokens/step"]) == 4 * (128 + 64)  # batch x (text + 8x8 visual tokens)
