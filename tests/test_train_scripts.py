@@ -295,3 +295,22 @@ def test_zero3_loads_tower_and_projector_with_real_weights(runs, tmp_path):
         # the LLM always loads through zero.Init; a saved comm_llava model loads its tower sharded too
         assert at_load["llm"] and at_load["tower"] == (name == "comm_llava"), at_load
         torch.testing.assert_close(feats, expected, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_lora_output_holds_llm_adapters_and_projector_and_merges(runs):
+    from comm_tower.model import load_lora_model
+
+    adapter = load_file(runs["lora"] / "adapter_model.safetensors")
+    assert adapter and all("language_model." in k and "vision_tower" not in k for k in adapter)
+    projector = torch.load(runs["lora"] / "non_lora_trainables.bin", weights_only=True)
+    assert projector and all(k.startswith("model.mm_projector.") for k in projector)
+    ids = torch.tensor([[1, 20, IMAGE_TOKEN_INDEX, 33, 44, 55]])
+    pixels = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    merged = load_lora_model(str(runs["lora"]), str(runs["llm"])).eval()
+    unmerged = load_lora_model(str(runs["lora"]), str(runs["llm"]), merge=False).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            merged(input_ids=ids, images=pixels).logits, unmerged(input_ids=ids, images=pixels).logits
+        )
+    for key, value in projector.items():
+        torch.testing.assert_close(merged.state_dict()[key], value)

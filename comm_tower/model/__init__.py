@@ -2,7 +2,12 @@
 
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from comm_tower.model.builder import from_language_model, load_pretrained_model, load_pretrained_projector
+from comm_tower.model.builder import (
+    from_language_model,
+    load_lora_model,
+    load_pretrained_model,
+    load_pretrained_projector,
+)
 from comm_tower.model.config import MODEL_TYPE, CommLlavaConfig
 from comm_tower.model.modeling import CommLlavaForCausalLM
 
@@ -14,6 +19,7 @@ __all__ = [
     "CommLlavaConfig",
     "CommLlavaForCausalLM",
     "from_language_model",
+    "load_lora_model",
     "load_pretrained_model",
     "load_pretrained_projector",
 ]

@@ -71,6 +71,24 @@ def is_comm_llava_checkpoint(path: str) -> bool:
         return False
 
 
+def load_lora_model(lora_dir: str, model_base: str, merge: bool = True) -> CommLlavaForCausalLM:
+    """A `finetune_lora.sh` output on its base LLM: tower from its encoder folders, projector from
+    `non_lora_trainables.bin`, LoRA adapters merged into the LLM (or kept, `merge=False`)."""
+    from peft import PeftModel
+
+    config = AutoConfig.from_pretrained(lora_dir)
+    llm = AutoModelForCausalLM.from_pretrained(model_base)
+    tower = build_tower_for_training(config)
+    model = CommLlavaForCausalLM(config, language_model=llm, vision_tower=tower)
+    load_state_dict_gathered(
+        model.model.mm_projector,
+        read_projector_file(os.path.join(lora_dir, "non_lora_trainables.bin")),
+        where=f"{lora_dir}/non_lora_trainables.bin",
+    )
+    peft_model = PeftModel.from_pretrained(model, lora_dir)
+    return peft_model.merge_and_unload() if merge else peft_model
+
+
 def load_pretrained_model(
     model_path: str,
     device_map: str | dict | None = None,
