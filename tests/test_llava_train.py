@@ -22,6 +22,7 @@ import torch
 pytest.importorskip("llava", reason="LLaVA is not installed: run in .venv-llava (docs/llava.md)")
 
 from _llava_helpers import (
+    REPO_ROOT,
     build_tiny_llama,
     draw,
     llava_env,
@@ -306,3 +307,25 @@ def test_model_worker_serves_through_llavas_controller(runs):
     finally:
         for proc, _ in procs:
             _stop(proc)
+
+
+def test_deepspeed_launcher_starts_the_train_script_like_llavas(runs, tiny_dir):
+    """`deepspeed llava_patch/launch/train.py ARGS`: a file path, `--local_rank=0`, torch.distributed env."""
+    deepspeed = Path(sys.executable).with_name("deepspeed")
+    out = runs.root / "stage1-deepspeed"
+    args = train_args(runs.base, runs.data, out, 1)
+    cmd = [
+        str(deepspeed),
+        "--num_gpus",
+        "1",
+        "--master_port",
+        str(_free_port()),
+        "llava_patch/launch/train.py",
+    ]
+    proc = subprocess.run(
+        [*cmd, *args], env=runs.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=240
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "--local_rank=0" in proc.stdout + proc.stderr and len(losses(proc)) == 3
+    saved, reference = torch.load(out / "mm_projector.bin"), torch.load(runs.adapter)
+    assert {k: v.shape for k, v in saved.items()} == {k: v.shape for k, v in reference.items()}
