@@ -140,3 +140,34 @@ def test_bench_script_prints_tokens_per_second_and_peak_memory(capsys):
     values = dict(zip(header.split(), row.split()))
     assert values["config"] == "tiny" and float(values["tokens/s"]) > 0 and float(values["peak(MiB)"]) > 0
     assert int(values["tokens/step"]) == 4 * (128 + 64)  # batch x (text + 8x8 visual tokens)
+
+
+def test_llava_finetune_lora_flags_parse_unchanged(tmp_path):
+    import transformers
+
+    from comm_tower.data.dataset import DataArguments
+    from comm_tower.train.arguments import ModelArguments, TrainingArguments
+
+    # the flag list of LLaVA-1.5's finetune_lora.sh, with only paths and the tower changed
+    flags = (
+        "--lora_enable True --lora_r 128 --lora_alpha 256 --mm_projector_lr 2e-5 --model_name_or_path m "
+        "--version v1 --data_path x.json --image_folder ./data --vision_tower comm "
+        "--pretrain_mm_mlp_adapter ./mm_projector.bin --mm_projector_type mlp2x_gelu --mm_vision_select_layer -2 "
+        "--mm_use_im_start_end False --mm_use_im_patch_token False --image_aspect_ratio pad "
+        "--group_by_modality_length True --fp16 False --num_train_epochs 1 --per_device_train_batch_size 16 "
+        "--per_device_eval_batch_size 4 --gradient_accumulation_steps 1 --evaluation_strategy no "
+        "--save_strategy steps --save_steps 50000 --save_total_limit 1 --learning_rate 2e-4 --weight_decay 0. "
+        "--warmup_ratio 0.03 --lr_scheduler_type cosine --logging_steps 1 --model_max_length 2048 "
+        "--gradient_checkpointing True --dataloader_num_workers 4 --lazy_preprocess True --report_to none"
+    )
+    argv = [*flags.split(" "), "--output_dir", str(tmp_path), "--use_cpu", "True"]
+    parser = transformers.HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    model_args, data_args, train_args = parser.parse_args_into_dataclasses(args=argv)
+    assert (model_args.vision_tower, model_args.mm_projector_type, model_args.version) == (
+        "comm",
+        "mlp2x_gelu",
+        "v1",
+    )
+    assert (train_args.lora_r, train_args.lora_alpha, train_args.mm_projector_lr) == (128, 256, 2e-5)
+    assert train_args.warmup_steps == 0.03 and str(train_args.eval_strategy.value) == "no"
+    assert data_args.model_max_length == 2048 and data_args.image_aspect_ratio == "pad"

@@ -90,7 +90,13 @@ class TrainingArguments(transformers.TrainingArguments):
         metadata={"help": "LLaVA's warmup as a fraction of steps (newer HF: --warmup_steps 0.03)."},
     )
 
+    evaluation_strategy: str | None = field(
+        default=None, metadata={"help": "LLaVA scripts' name for --eval_strategy (removed from recent HF)."}
+    )
+
     def __post_init__(self):
+        if self.evaluation_strategy is not None:
+            self.eval_strategy = self.evaluation_strategy
         if self.warmup_ratio is not None:
             if not 0 <= self.warmup_ratio < 1:
                 raise ValueError(f"--warmup_ratio {self.warmup_ratio}: use a fraction in [0, 1)")
