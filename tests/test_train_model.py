@@ -171,3 +171,15 @@ def test_llava_finetune_lora_flags_parse_unchanged(tmp_path):
     assert (train_args.lora_r, train_args.lora_alpha, train_args.mm_projector_lr) == (128, 256, 2e-5)
     assert train_args.warmup_steps == 0.03 and str(train_args.eval_strategy.value) == "no"
     assert data_args.model_max_length == 2048 and data_args.image_aspect_ratio == "pad"
+
+
+def test_activation_checkpointing_reaches_llm_layers_and_keeps_projector_gradients(llm_dir):
+    model = _model(llm_dir)
+    apply_plan(model, plan_for(True, False, False, False))  # stage 1: the LLM is frozen
+    model.activation_checkpointing_enable()
+    assert all(layer.gradient_checkpointing for layer in model.language_model.model.layers)
+    model.train()
+    batch = _batch(model)
+    model(**batch, labels=batch["input_ids"].clamp(min=0)).loss.backward()
+    grads = [p.grad for p in model.model.mm_projector.parameters()]
+    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)

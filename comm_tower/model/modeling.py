@@ -83,15 +83,13 @@ class CommLlavaForCausalLM(PreTrainedModel):
         """The module holding `vision_tower` and `mm_projector` (LLaVA's accessor name)."""
         return self.model
 
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
-        """Checkpoint the LLM's layers; the tower is frozen and runs without activations kept."""
-        self.language_model.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs=gradient_checkpointing_kwargs
-        )
+    def activation_checkpointing_enable(self, *args: Any, **kwargs: Any) -> None:
+        """Checkpoint the LLM's layers only; the frozen tower runs without grad and keeps no activations."""
+        self.language_model.activation_checkpointing_enable(*args, **kwargs)
 
-    def gradient_checkpointing_disable(self) -> None:
-        """Turn LLM gradient checkpointing off."""
-        self.language_model.gradient_checkpointing_disable()
+    def activation_checkpointing_disable(self) -> None:
+        """Turn LLM activation checkpointing off."""
+        self.language_model.activation_checkpointing_disable()
 
     # multimodal ------------------------------------------------------------------------------
     def encode_images(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:

@@ -28,7 +28,7 @@ def setup_logging(training_args: TrainingArguments) -> None:
     """INFO on the main process, warnings only elsewhere."""
     level = logging.INFO if training_args.should_log else logging.WARNING
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level, force=True)
-    transformers.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity_warning()  # its INFO level dumps every config it reads
 
 
 def check_args(
@@ -184,6 +184,8 @@ def main(argv: list[str] | None = None) -> None:
     trainer = CommTrainer(model=model, args=training_args, processing_class=tokenizer, **data_module)
     trainer.train(resume_from_checkpoint=find_resume(training_args))
     trainer.save_state()
+    inner = model.base_model.model if training_args.lora_enable else model
+    inner.config.use_cache = inner.config.text_config.use_cache = True  # for generation after reload
     trainer.save_model(training_args.output_dir)
     if training_args.should_save and not model_args.tune_mm_mlp_adapter:
         tokenizer.save_pretrained(training_args.output_dir)
