@@ -16,7 +16,9 @@ from dataclasses import dataclass
 
 from comm_tower.demo.scenes import Scene, SceneObject, SceneSpec, format_box, normalised_box
 
-SHORT_ANSWER = "Answer the question using a single word or phrase."
+# LLaVA appends "Answer the question using a single word or phrase." to short-answer questions; the demo
+# leaves it out: ten tokens per question cost a CPU run more than they teach a model trained from scratch.
+SHORT_ANSWER = ""
 POPE_STRATEGIES: tuple[str, ...] = ("random", "popular", "adversarial")
 CAPTION_PROMPTS: tuple[str, ...] = (
     "Describe the image briefly.",
@@ -72,8 +74,13 @@ def popular_order(spec: SceneSpec, frequencies: Counter) -> list[tuple[str, str]
     return sorted(spec.categories, key=lambda cat: (-frequencies.get(cat, 0), order[cat]))
 
 
+def _short(question: str) -> str:
+    """A short-answer question with the (optional) instruction appended."""
+    return f"{question} {SHORT_ANSWER}" if SHORT_ANSWER else question
+
+
 def _existence_q(colour: str, shape: str) -> str:
-    return f"Is there a {colour} {shape} in the image? {SHORT_ANSWER}"
+    return _short(f"Is there a {colour} {shape} in the image?")
 
 
 def existence_pair(
@@ -113,11 +120,11 @@ def attribute_question(spec: SceneSpec, obj: SceneObject, kind: str) -> QA:
     """Colour, shape or size of the object at a box given in the question."""
     where = format_box(normalised_box(spec, obj))
     if kind == "colour":
-        return QA(f"What colour is the object at {where}? {SHORT_ANSWER}", obj.colour, "attribute", kind)
+        return QA(_short(f"What colour is the object at {where}?"), obj.colour, "attribute", kind)
     if kind == "shape":
-        return QA(f"What shape is the object at {where}? {SHORT_ANSWER}", obj.shape, "attribute", kind)
+        return QA(_short(f"What shape is the object at {where}?"), obj.shape, "attribute", kind)
     if kind == "size":
-        return QA(f"Is the object at {where} small or large? {SHORT_ANSWER}", obj.size, "attribute", kind)
+        return QA(_short(f"Is the object at {where} small or large?"), obj.size, "attribute", kind)
     raise ValueError(f"unknown attribute kind '{kind}'; known: colour, shape, size")
 
 
@@ -132,7 +139,7 @@ def count_question(spec: SceneSpec, scene: Scene, rng: random.Random) -> QA:
     else:
         shape = rng.choice(spec.shapes)
         q, n = f"How many {plural(shape)} are there?", sum(o.shape == shape for o in scene.objects)
-    return QA(f"{q} {SHORT_ANSWER}", str(n), "count", kind)
+    return QA(_short(q), str(n), "count", kind)
 
 
 def scene_questions(

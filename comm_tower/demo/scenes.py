@@ -28,7 +28,7 @@ BACKGROUND: tuple[int, int, int] = (245, 245, 245)
 class SceneSpec:
     """How scenes are laid out and drawn; every field is recorded in the data set's meta.json."""
 
-    image_size: int = 112
+    image_size: int = 128
     grid: int = 4
     min_objects: int = 1
     max_objects: int = 3

@@ -33,7 +33,7 @@ from comm_tower.demo.questions import (
 from comm_tower.demo.scenes import Scene, SceneSpec, normalised_box, render_scene, sample_scene
 
 logger = logging.getLogger(__name__)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MAX_REDRAWS = 1000
 
 

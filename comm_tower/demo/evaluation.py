@@ -1,0 +1,85 @@
+"""Score the trained demo model on the held-out split with `comm-eval`'s own pieces, and against a blind twin.
+
+The blind baseline is the same model with its image features zeroed (a forward hook on the projector),
+so the gap between the two rows is what the model reads from the pixels rather than from the question.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from comm_tower.eval.answering import answer_questions
+from comm_tower.eval.generation import GenerationConfig, generate_batch, pixel_values, prompt_ids, user_text
+from comm_tower.eval.questions import load_questions
+from comm_tower.eval.runner import merged_samples
+from comm_tower.eval.scoring import score_samples
+from comm_tower.eval.tasks import TASKS
+
+logger = logging.getLogger(__name__)
+GEN = GenerationConfig(max_new_tokens=24)
+
+
+def load_model(model_dir: Path) -> tuple[Any, Any, Any]:
+    """(tokenizer, model, image_processor) of a stage-2 checkpoint, on CPU in float32."""
+    from comm_tower.serve.loader import load_pretrained_model
+
+    tokenizer, model, processor, _ = load_pretrained_model(str(model_dir), device="cpu", dtype=torch.float32)
+    return tokenizer, model, processor
+
+
+@contextlib.contextmanager
+def blind(model: Any) -> Iterator[None]:
+    """Within the block the projector outputs zeros: the model answers without seeing the image."""
+    handle = model.get_model().mm_projector.register_forward_hook(lambda _m, _i, out: torch.zeros_like(out))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def evaluate(
+    bundle: tuple[Any, Any, Any],
+    data_dir: Path,
+    answers_file: Path,
+    zero_image: bool = False,
+    limit: int | None = None,
+    batch_size: int = 32,
+) -> dict[str, float]:
+    """Answer `test.jsonl` (resumable answers file) and return the `demo` task's scores."""
+    tokenizer, model, processor = bundle
+    questions = load_questions(str(Path(data_dir) / "test.jsonl"))
+    if limit is not None:
+        questions = questions[:limit]
+    ctx = blind(model) if zero_image else contextlib.nullcontext()
+    with ctx:
+        answer_questions(
+            tokenizer,
+            model,
+            processor,
+            questions,
+            answers_file,
+            data_dir,
+            template="vicuna_v1",
+            gen=GEN,
+            batch_size=batch_size,
+            image_aspect_ratio="pad",
+            model_id="demo-blind" if zero_image else "demo",
+        )
+    samples = merged_samples(questions, answers_file)
+    return score_samples(TASKS.get("demo"), samples, "pad")
+
+
+def ask(bundle: tuple[Any, Any, Any], image: Path, question: str) -> str:
+    """One chat turn: the model's answer to `question` about `image`."""
+    from comm_tower.data.images import load_image
+
+    tokenizer, model, processor = bundle
+    ids = prompt_ids([("user", user_text(question, True))], tokenizer, "vicuna_v1")
+    img = load_image(image)
+    return generate_batch(model, tokenizer, [ids], [pixel_values(img, processor, "pad")], [img.size], GEN)[0]

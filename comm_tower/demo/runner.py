@@ -1,0 +1,146 @@
+"""The demo end to end: data -> tiny models -> stage 1 -> stage 2 -> evaluation (and blind baseline) -> chat."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from comm_tower.demo.evaluation import ask, evaluate, load_model
+from comm_tower.demo.models import LlmSize, ensure_demo_models
+from comm_tower.demo.synthetic import generate_dataset
+from comm_tower.demo.training import StageSettings, losses, plot_losses, run_stage, stage_argv
+
+logger = logging.getLogger(__name__)
+
+# demo preset name -> zoo preset (tiny twins of the paper's rows)
+PRESETS = {
+    "clip": "tiny-clip",
+    "clip-mfm": "tiny-clip-mfm",
+    "dinov2-mfm": "tiny-dinov2-mfm",
+    "comm": "tiny-comm",
+}
+# (table label, score key in the demo task's scores)
+METRIC_ROWS = (
+    ("yes/no accuracy", "pope/accuracy"),
+    ("REC Acc@0.5", "rec/accuracy"),
+    ("attribute accuracy", "attribute/accuracy"),
+    ("count accuracy", "count/accuracy"),
+)
+
+
+@dataclass
+class DemoConfig:
+    """Everything a demo run depends on; the defaults are the README's run."""
+
+    out: Path = Path("outputs/demo")
+    seed: int = 0
+    n_train: int = 3000
+    n_test: int = 120
+    stage1: StageSettings = field(default_factory=lambda: StageSettings(steps=60, batch_size=32, lr=1e-3))
+    stage2: StageSettings = field(default_factory=lambda: StageSettings(steps=900, batch_size=32, lr=2e-3))
+    llm: LlmSize = field(default_factory=LlmSize)
+    token_grid: int | None = 4  # visual tokens per side: one per layout cell of the synthetic images
+    eval_limit: int | None = None
+    cache_dir: Path | None = None
+
+
+@dataclass
+class RunResult:
+    """Scores of one preset with and without the image, its loss curves and its chat answer."""
+
+    preset: str
+    scores: dict[str, float]
+    blind: dict[str, float]
+    curves: dict[str, list[tuple[int, float]]]
+    chat: tuple[str, str, str, str]  # image, question, answer, reference
+    seconds: float
+
+
+def demo_preset_file(preset: str, out: Path, token_grid: int | None) -> str:
+    """The tiny twin of `preset`, pooled to `token_grid` tokens per side (the spec's token budget option)."""
+    from comm_tower.zoo import load_preset
+
+    spec = load_preset(PRESETS.get(preset, preset))
+    data = spec.to_dict()
+    data["name"] = f"demo-{preset}"
+    data["token_grid"] = token_grid
+    path = out / "presets" / f"demo-{preset}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
+    return str(path)
+
+
+def prepare(cfg: DemoConfig) -> tuple[Path, dict[str, Path]]:
+    """Generate the data set and build (or reuse) the tiny models."""
+    data_dir = cfg.out / "data"
+    generate_dataset(data_dir, seed=cfg.seed, n_train=cfg.n_train, n_test=cfg.n_test)
+    return data_dir, ensure_demo_models(data_dir, cfg.cache_dir, cfg.llm)
+
+
+def run_preset(cfg: DemoConfig, preset: str, data_dir: Path, llm: Path) -> RunResult:
+    """Both stages with `preset`'s tower, then held-out scores, blind scores and one chat answer."""
+    start = time.time()
+    tower = demo_preset_file(preset, cfg.out, cfg.token_grid)
+    run_dir = cfg.out / "runs" / preset
+    for stage, settings in ((1, cfg.stage1), (2, cfg.stage2)):
+        print(
+            f"\n== {preset}: stage {stage} ({settings.steps} steps, batch {settings.batch_size}) ==",
+            flush=True,
+        )
+        run_stage(stage_argv(stage, llm, tower, data_dir, run_dir / f"stage{stage}", settings, seed=cfg.seed))
+    curves = {f"{preset} stage {s}": losses(run_dir / f"stage{s}") for s in (1, 2)}
+    print(f"\n== {preset}: evaluation on {cfg.n_test} held-out images ==", flush=True)
+    bundle = load_model(run_dir / "stage2")
+    for name in ("answers.jsonl", "answers_blind.jsonl"):
+        (run_dir / name).unlink(missing_ok=True)  # answers of an earlier run would be taken as resumed
+    scores = evaluate(bundle, data_dir, run_dir / "answers.jsonl", limit=cfg.eval_limit)
+    blind = evaluate(bundle, data_dir, run_dir / "answers_blind.jsonl", zero_image=True, limit=cfg.eval_limit)
+    question = next(q for q in _test_questions(data_dir) if q["category"] == "rec")
+    answer = ask(bundle, data_dir / question["image"], question["text"])
+    chat = (question["image"], question["text"], answer, question["answer"])
+    result = RunResult(preset, scores, blind, curves, chat, time.time() - start)
+    (run_dir / "result.json").write_text(json.dumps(result.__dict__, indent=1, default=str))
+    return result
+
+
+def _test_questions(data_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (data_dir / "test.jsonl").read_text().splitlines()]
+
+
+def results_table(results: list[RunResult]) -> str:
+    """Rows: metrics; columns: each preset, then its blind baseline (image features zeroed)."""
+    header = ["metric (held-out)"]
+    for r in results:
+        header += [r.preset, f"{r.preset} blind"]
+    rows = [header]
+    for label, key in METRIC_ROWS:
+        row = [label]
+        for r in results:
+            row += [f"{r.scores.get(key, float('nan')):.1f}", f"{r.blind.get(key, float('nan')):.1f}"]
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def run_demo(cfg: DemoConfig, presets: list[str]) -> list[RunResult]:
+    """The whole demo for each preset; prints the table, the chat answer and where the loss plot is."""
+    t0 = time.time()
+    data_dir, models = prepare(cfg)
+    results = [run_preset(cfg, p, data_dir, models["llm"]) for p in presets]
+    curves = {k: v for r in results for k, v in r.curves.items()}
+    png = plot_losses(curves, cfg.out / "loss_curves.png")
+    table = results_table(results)
+    (cfg.out / "results.md").write_text(table + "\n")
+    print("\n" + table)
+    image, question, answer, reference = results[-1].chat
+    print(f"\nchat ({results[-1].preset}) about held-out {image}:\n  USER: {question}\n  ASSISTANT: {answer}")
+    print(f"  (reference: {reference})")
+    print(f"\nloss curves: {png}\ntotal time: {time.time() - t0:.0f} s")
+    return results

@@ -1,0 +1,112 @@
+"""Both training stages of the demo through `comm-train` itself (`comm_tower.train.cli.main`, in process).
+
+The flags are those of `scripts/pretrain.sh` / `scripts/finetune.sh` with CPU-sized numbers, so the demo
+exercises exactly the code path a cluster run takes (minus DeepSpeed, which needs several processes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """Steps, batch and learning rate of one stage."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    warmup_ratio: float = 0.03
+
+
+def stage_argv(
+    stage: int,
+    llm: Path,
+    tower: str,
+    data_dir: Path,
+    out_dir: Path,
+    settings: StageSettings,
+    projector: str = "mlp2x_gelu",
+    max_length: int = 256,
+    seed: int = 0,
+) -> list[str]:
+    """`comm-train` flags for stage 1 (projector only, plain template) or stage 2 (LLM + projector, v1)."""
+    if stage not in (1, 2):
+        raise ValueError(f"stage must be 1 or 2, got {stage}")
+    argv = [
+        "--model_name_or_path", str(llm),
+        "--version", "plain" if stage == 1 else "v1",
+        "--data_path", str(Path(data_dir) / f"stage{stage}.json"),
+        "--image_folder", str(data_dir),
+        "--vision_tower", tower,
+        "--mm_projector_type", projector,
+        "--image_aspect_ratio", "pad",
+        "--output_dir", str(out_dir),
+        "--max_steps", str(settings.steps),
+        "--per_device_train_batch_size", str(settings.batch_size),
+        "--learning_rate", str(settings.lr),
+        "--weight_decay", "0.",
+        "--warmup_ratio", str(settings.warmup_ratio),
+        "--lr_scheduler_type", "cosine",
+        "--logging_steps", str(max(1, min(10, settings.steps // 10))),
+        "--model_max_length", str(max_length),
+        "--gradient_checkpointing", "False",
+        "--dataloader_num_workers", "0",
+        "--save_strategy", "no",
+        "--eval_strategy", "no",
+        "--report_to", "none",
+        "--bf16", "False",
+        "--use_cpu", "True",
+        "--seed", str(seed),
+        "--disable_tqdm", "False",
+    ]  # fmt: skip
+    if stage == 1:
+        argv += ["--tune_mm_mlp_adapter", "True"]
+    else:
+        argv += ["--pretrain_mm_mlp_adapter", str(Path(out_dir).parent / "stage1" / "mm_projector.bin")]
+    return argv
+
+
+def run_stage(argv: list[str]) -> None:
+    """Train one stage with `comm-train`'s own entry point."""
+    from comm_tower.train.cli import main as comm_train
+
+    logger.info("comm-train %s", " ".join(argv))
+    comm_train(argv)
+
+
+def losses(out_dir: Path) -> list[tuple[int, float]]:
+    """(step, loss) pairs the trainer logged in `trainer_state.json`."""
+    path = Path(out_dir) / "trainer_state.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no trainer state; did the stage finish?")
+    state = json.loads(path.read_text())
+    return [(int(h["step"]), float(h["loss"])) for h in state["log_history"] if "loss" in h]
+
+
+def plot_losses(curves: dict[str, list[tuple[int, float]]], path: Path) -> Path:
+    """One PNG with a loss curve per (run, stage), stage 2 offset after stage 1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, points in curves.items():
+        if points:
+            ax.plot([s for s, _ in points], [v for _, v in points], label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

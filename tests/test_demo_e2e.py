@@ -1,0 +1,100 @@
+"""A shortened `comm-demo`: both stages train (loss falls), every artefact exists, the blind baseline is blind."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from comm_tower.demo.__main__ import main
+from comm_tower.demo.evaluation import blind, load_model
+from comm_tower.demo.models import ensure_demo_models
+from comm_tower.demo.runner import METRIC_ROWS
+from comm_tower.demo.training import losses
+from comm_tower.eval.generation import pixel_values
+
+pytestmark = pytest.mark.slow
+N_TEST = 6
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> tuple[Path, Path, str]:
+    root = tmp_path_factory.mktemp("demo")
+    out, cache = root / "out", root / "cache"
+    argv = ["--out", str(out), "--cache-dir", str(cache), "--train", "200", "--test", str(N_TEST)]
+    argv += ["--stage1-steps", "10", "--steps", "40", "--batch-size", "8", "--lr", "3e-3"]
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        main(argv)
+    return out, cache, buf.getvalue()
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def test_every_stage_leaves_its_artefacts(demo):
+    out, _, _ = demo
+    for name in ("stage1.json", "stage2.json", "test.jsonl", "meta.json"):
+        assert (out / "data" / name).is_file(), name
+    run = out / "runs" / "comm"
+    assert (run / "stage1" / "mm_projector.bin").is_file()
+    assert (run / "stage2" / "config.json").is_file()
+    assert list((run / "stage2").glob("*.safetensors"))
+    questions = (out / "data" / "test.jsonl").read_text().splitlines()
+    for name in ("answers.jsonl", "answers_blind.jsonl"):
+        assert len((run / name).read_text().splitlines()) == len(questions) == 5 * N_TEST
+    with Image.open(out / "loss_curves.png") as img:
+        assert img.format == "PNG" and img.size[0] > 100
+    result = json.loads((run / "result.json").read_text())
+    for _, key in METRIC_ROWS:
+        assert 0.0 <= result["scores"][key] <= 100.0 and 0.0 <= result["blind"][key] <= 100.0
+
+
+def test_training_lowered_the_loss_in_both_stages(demo):
+    out, _, _ = demo
+    for stage in ("stage1", "stage2"):
+        values = [v for _, v in losses(out / "runs" / "comm" / stage)]
+        assert len(values) >= 4 and all(math.isfinite(v) for v in values), values
+        assert _mean(values[-2:]) < _mean(values[:2]), (stage, values)
+
+
+def test_prints_the_table_and_a_chat_answer(demo):
+    out, _, printed = demo
+    for label, _ in METRIC_ROWS:
+        assert label in printed
+    assert "comm blind" in printed
+    assert "ASSISTANT:" in printed and str(out / "loss_curves.png") in printed
+
+
+def test_models_are_cached_for_the_next_run(demo):
+    out, cache, _ = demo
+    (llm_dir,) = [p for p in cache.iterdir() if p.name.startswith("llm-")]
+    before = {p.name: p.stat().st_mtime_ns for p in llm_dir.iterdir()}
+    paths = ensure_demo_models(out / "data", cache)
+    assert paths["llm"] == llm_dir
+    assert {p.name: p.stat().st_mtime_ns for p in llm_dir.iterdir()} == before
+
+
+def test_blind_baseline_ignores_the_image(demo):
+    out, _, _ = demo
+    tokenizer, model, processor = load_model(out / "runs" / "comm" / "stage2")
+    a = pixel_values(Image.new("RGB", (128, 128), (220, 40, 40)), processor)
+    b = pixel_values(Image.new("RGB", (128, 128), (40, 80, 220)), processor)
+    ids = tokenizer("USER: Is there a red circle? ASSISTANT:", return_tensors="pt").input_ids
+    ids = torch.cat([ids[:, :1], torch.tensor([[-200]]), ids[:, 1:]], dim=1)
+
+    def logits(pixels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return model(input_ids=ids, images=pixels[None]).logits[0, -1]
+
+    assert not torch.allclose(logits(a), logits(b))
+    with blind(model):
+        assert torch.equal(logits(a), logits(b))
