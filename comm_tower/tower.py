@@ -104,15 +104,22 @@ class CommVisionTower(nn.Module):
             )
         src_mean, src_std = self._norms[0]
         x = pixels.to(device=self.device, dtype=torch.float32)
-        parts = []
-        for enc, espec, (mean, std) in zip(self.encoders, self.spec.encoders, self._norms):
+        widths = [len(e.layers) * (e.width or 0) for e in self.spec.encoders]
+        # One output buffer: encoders already on the shared grid write their layers straight into their
+        # channel slice; only resampled ones go through a temporary. No concatenation copy.
+        out = x.new_empty(x.shape[0], self.spec.num_tokens, sum(widths), dtype=self.dtype)
+        slices = out.split(widths, dim=-1)
+        for enc, espec, (mean, std), dst in zip(self.encoders, self.spec.encoders, self._norms, slices):
             px = renormalise(x, src_mean, src_std, mean, std)
             if espec.run_size != px.shape[-1]:
                 px = F.interpolate(
                     px, size=espec.run_size, mode="bicubic", align_corners=False, antialias=True
                 )
-            parts.append(self._to_grid(enc(px), espec.grid))
-        return torch.cat(parts, dim=-1).to(pixels.dtype)
+            if espec.grid == self.spec.grid:
+                enc(px, out=dst)
+            else:
+                dst.copy_(self._to_grid(enc(px), espec.grid))
+        return out.to(pixels.dtype)
 
     def _to_grid(self, tokens: torch.Tensor, side: int) -> torch.Tensor:
         """Resample `[B, side^2, C]` tokens to the shared grid (bilinear, or area pooling)."""

@@ -112,19 +112,32 @@ class VisionEncoder(nn.Module):
         """Prefix tokens dropped from every layer."""
         return self.num_prefix_tokens(self.model.config)
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """`[B,3,H,W]` -> `[B, N, L*C]`: the selected layers' patch tokens, stacked on channels in order."""
-        wanted = {k: i for i, k in enumerate(self.layer_indices)}
-        picked: list[torch.Tensor | None] = [None] * len(self.layer_indices)
+    def forward(self, pixel_values: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """`[B,3,H,W]` -> `[B, N, L*C]`: the selected layers' patch tokens, stacked on channels in order.
+
+        Each selected layer is copied into its channel slice of `out` as soon as its block has run (a
+        fresh tensor when `out` is None), so no layer is held twice and no concatenation copy is made.
+        """
+        slots: dict[int, list[int]] = {}
+        for i, k in enumerate(self.layer_indices):
+            slots.setdefault(k, []).append(i)
         hidden = self.stem(pixel_values.to(self.model.dtype))
-        if 0 in wanted:
-            picked[wanted[0]] = hidden
+        width, prefix = self.width, self.prefix
+        expected = (hidden.shape[0], hidden.shape[1] - prefix, len(self.layer_indices) * width)
+        if out is None:
+            out = hidden.new_empty(expected)
+        elif tuple(out.shape) != expected:
+            raise ValueError(
+                f"{self.family} encoder: `out` has shape {tuple(out.shape)}, expected {expected}"
+            )
+        for i in slots.get(0, []):
+            out[..., i * width : (i + 1) * width].copy_(hidden[:, prefix:])
         for k, block in enumerate(self.blocks(), start=1):
-            out = block(hidden, *self._block_args)
-            hidden = out[0] if isinstance(out, tuple) else out
-            if k in wanted:
-                picked[wanted[k]] = hidden
-        return torch.cat([h[:, self.prefix :] for h in picked], dim=-1)
+            block_out = block(hidden, *self._block_args)
+            hidden = block_out[0] if isinstance(block_out, tuple) else block_out
+            for i in slots.get(k, []):
+                out[..., i * width : (i + 1) * width].copy_(hidden[:, prefix:])
+        return out
 
 
 def _none_args_for_required(block: nn.Module) -> tuple[None, ...]:

@@ -121,19 +121,68 @@ class LlnLayerScaleFusion(MultiLevelFusion):
 
     def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The `[L*C, C_out]` weight and `[C_out]` bias equal to the per-layer LN affine + Linear + scale."""
+        weight, scale, shift, bias = self.fold_factors()
+        return weight * scale[:, None], torch.addmv(bias, weight.t(), shift)
+
+    def fold_factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`W [L*C, C_out]`, `s = w*g`, `t = w*beta` (both `[L*C]`), `sum_i w_i b_i`: folded W = s * W."""
         L, C = self.num_layers, self.width
         w = self.scale()
-        g, beta = self.norm_weight.expand(L, C), self.norm_bias.expand(L, C)
-        weight = self.weight.expand(L, C, C)
-        folded_w = (w[:, None, None] * g[:, :, None]) * weight
-        bias = torch.einsum("l,lc,lco->o", w, beta, weight) + (w[:, None] * self.bias.expand(L, C)).sum(0)
-        return folded_w.reshape(L * C, C), bias
+        weight = self.weight.expand(L, C, C).reshape(L * C, C)  # a view unless the Linear is shared
+        scale = (w[:, None] * self.norm_weight.expand(L, C)).reshape(L * C)
+        shift = (w[:, None] * self.norm_bias.expand(L, C)).reshape(L * C)
+        bias = (w[:, None] * self.bias.expand(L, C)).sum(0)
+        return weight, scale, shift, bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise each layer, then one `[B*N, L*C] x [L*C, C]` matmul."""
         z = F.layer_norm(self.split(x), (self.width,), eps=self.eps).flatten(-2)
-        weight, bias = self.folded()
-        return torch.addmm(bias.to(z.dtype), z.flatten(0, -2), weight.to(z.dtype)).unflatten(0, z.shape[:-1])
+        weight, scale, shift, bias = (t.to(z.dtype) for t in self.fold_factors())
+        out = _FoldedMatmul.apply(z.flatten(0, -2), weight, scale, shift, bias)
+        return out.unflatten(0, z.shape[:-1])
+
+
+class _FoldedMatmul(torch.autograd.Function):
+    """`z @ (s[:, None] * W) + (b + t @ W)` with a backward that touches `[L*C, C_out]` tensors only twice.
+
+    Autograd of the same expression allocates several `[L*C, C_out]` temporaries (the scaled weight's
+    gradient, the product for `s`'s gradient, the bias outer product); here the weight gradient is the
+    one matmul `z^T g`, scaled and rank-1 updated in place.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        z: torch.Tensor,
+        weight: torch.Tensor,
+        scale: torch.Tensor,
+        shift: torch.Tensor,
+        bias: torch.Tensor,
+    ) -> torch.Tensor:
+        """`[M, K] x [K, O]` with the folded weight and bias."""
+        ctx.save_for_backward(z, weight, scale, shift)
+        return torch.addmm(torch.addmv(bias, weight.t(), shift), z, weight * scale[:, None])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        """Gradients of z, W, s, t and b from the one weight-gradient matmul."""
+        z, weight, scale, shift = ctx.saved_tensors
+        need_z, need_w, need_s, need_t, need_b = ctx.needs_input_grad
+        grad_b = grad.sum(0)
+        grad_z = grad @ (weight * scale[:, None]).t() if need_z else None
+        grad_w = grad_s = grad_t = None
+        if need_w or need_s:
+            g_folded = z.t() @ grad  # [K, O]: the gradient of the folded weight
+            if need_s:
+                grad_s = torch.linalg.vecdot(g_folded, weight, dim=1)
+            if need_w:
+                grad_w = g_folded.mul_(scale[:, None]).addr_(shift, grad_b)
+        if need_t:
+            grad_t = weight @ grad_b
+        return grad_z, grad_w, grad_s, grad_t, grad_b if need_b else None
 
 
 @FUSIONS.register("conv_layerscale")

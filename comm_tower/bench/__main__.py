@@ -1,0 +1,116 @@
+"""`python -m comm_tower.bench`: tower, projector, training-step and generation benchmarks in one table + JSON."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from comm_tower.bench import generation, projector, tower, train_step
+from comm_tower.bench.report import Check, Row, checks_text, hardware, table, write_json
+from comm_tower.bench.sizes import SIZES, comm_spec
+from comm_tower.bench.timing import return_freed_memory_to_os
+
+logger = logging.getLogger("comm_tower.bench")
+PARTS = ("tower", "projector", "train_step", "generation")
+BOUNDS = {"tower_forward": ("comm_tower", 1.05), "projector_fwd_bwd": ("comm_mfm", 1.5)}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(prog="python -m comm_tower.bench", description=__doc__)
+    p.add_argument("--sizes", default="tiny,base", help=f"comma list of {SIZES.names()}")
+    p.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {PARTS}")
+    p.add_argument("--batch", type=int, default=4, help="images per batch (tower, projector, training step)")
+    p.add_argument("--large-batch", type=int, default=1, help="batch for the 'large' (ViT-L/336) size")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats per candidate (medians reported)")
+    p.add_argument("--tiny-repeats", type=int, default=15, help="timed repeats at the tiny size")
+    p.add_argument("--new-tokens", type=int, default=32, help="tokens generated per answer")
+    p.add_argument("--skip-generation", action="store_true", help="leave out the generation benchmark")
+    p.add_argument("--skip-train-step", action="store_true", help="leave out the training-step benchmark")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="tower dtype")
+    p.add_argument("--weights-dir", type=Path, help="keep random weights here between runs (default: temp)")
+    p.add_argument("--out", type=Path, default=Path("bench.json"), help="JSON output file")
+    return p.parse_args(argv)
+
+
+def _checks(rows: list[Row], batch: int) -> list[Check]:
+    out = []
+    for r in rows:
+        bound = BOUNDS.get(r.bench)
+        if bound and r.name == bound[0] and r.ratio is not None and r.size == "base" and r.batch == batch:
+            out.append(Check(f"{r.bench} {r.size} batch {r.batch}: {r.name} / {r.vs}", r.ratio, bound[1]))
+    return out
+
+
+def run(args: argparse.Namespace) -> tuple[list[Row], list[Check]]:
+    """Every requested benchmark at every requested size."""
+    torch.set_num_threads(args.threads)
+    return_freed_memory_to_os()
+    sizes = [SIZES.get(s.strip()) for s in args.sizes.split(",") if s.strip()]
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise SystemExit(f"--parts: unknown {unknown}; choose from {PARTS}")
+    if args.skip_generation and "generation" in parts:
+        parts.remove("generation")
+    if args.skip_train_step and "train_step" in parts:
+        parts.remove("train_step")
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    root = args.weights_dir or Path(tempfile.mkdtemp(prefix="comm_bench_"))
+    rows: list[Row] = []
+    try:
+        jobs = [(s, p) for s in sizes for p in parts]
+        for size, part in tqdm(jobs, desc="benchmarks", disable=None):
+            batch = args.large_batch if size.name == "large" else args.batch
+            repeats = args.tiny_repeats if size.name == "tiny" else args.repeats
+            spec = comm_spec(size, root)
+            preset = root / size.name / "comm.json"
+            start = time.perf_counter()
+            if part == "tower":
+                rows += tower.run(spec, size.name, batch, repeats, dtype=dtype, device=device)
+            elif part == "projector":
+                rows += projector.run(spec, size.name, batch, repeats, size.llm_width, device=device)
+            elif part == "train_step":
+                from comm_tower.bench.llm import comm_model
+
+                model = comm_model(size, preset, vocab=512 if size.name == "tiny" else None).to(device)
+                rows += train_step.run(model, size.name, batch, repeats)
+                del model
+            elif part == "generation":
+                rows += generation.run(size, preset, root, repeats, args.new_tokens)
+            logger.info("%s at %s: %.0f s", part, size.name, time.perf_counter() - start)
+    finally:
+        if args.weights_dir is None:
+            shutil.rmtree(root, ignore_errors=True)
+    return rows, _checks(rows, args.batch)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run, print the table and the acceptance checks, write the JSON."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    rows, checks = run(args)
+    hw = hardware()
+    meta = {"hardware": hw, "command": "python -m comm_tower.bench " + " ".join(argv or sys.argv[1:])}
+    print(f"Hardware: {hw}")
+    print(table(rows))
+    if checks:
+        print(checks_text(checks))
+    write_json(args.out, rows, checks, meta)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

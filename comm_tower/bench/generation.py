@@ -1,0 +1,105 @@
+"""Chat-path generation: first-token latency and decode tokens/s, fp32 and 4-bit (bitsandbytes)."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from transformers import AutoTokenizer
+
+from comm_tower.bench.llm import VOCAB, comm_model
+from comm_tower.bench.report import Row
+from comm_tower.bench.sizes import BenchSize
+from comm_tower.serve.chat import ChatSession
+from comm_tower.serve.loader import load_pretrained_model
+from comm_tower.zoo.tiny_lm import build_tiny_llama
+
+logger = logging.getLogger(__name__)
+QUESTION = "Describe the image in detail."
+
+
+def save_checkpoint(size: BenchSize, preset: Path, root: Path) -> Path:
+    """A full comm_llava checkpoint (random LLM of `size`, local tokenizer) as comm-train saves one."""
+    out = root / size.name / "chat_model"
+    if (out / "config.json").is_file():
+        return out
+    tokenizer = AutoTokenizer.from_pretrained(build_tiny_llama(root / "tokenizer_lm"))
+    vocab = len(tokenizer) if size.name == "tiny" else max(VOCAB, len(tokenizer))
+    model = comm_model(size, preset, vocab=vocab)
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        setattr(model.language_model.config, key, getattr(tokenizer, key))
+    model.config.image_aspect_ratio = "pad"
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def _session(path: Path, load_4bit: bool, new_tokens: int) -> ChatSession:
+    tokenizer, model, processor, context = load_pretrained_model(str(path), load_4bit=load_4bit, device="cpu")
+    session = ChatSession(tokenizer, model, processor, context, "vicuna_v1", temperature=0.0)
+    session.max_new_tokens = new_tokens
+    rng = np.random.default_rng(0)
+    session.set_image(Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)))
+    return session
+
+
+def _generate(session: ChatSession, kwargs: dict[str, Any], new_tokens: int) -> float:
+    args = dict(kwargs, max_new_tokens=new_tokens, min_new_tokens=new_tokens)  # same length every run
+    t = time.perf_counter()
+    out = session.model.generate(**args)
+    elapsed = time.perf_counter() - t
+    if out.shape[-1] != new_tokens:
+        raise RuntimeError(f"generate returned {out.shape[-1]} tokens, expected {new_tokens}")
+    return elapsed
+
+
+def run(size: BenchSize, preset: Path, root: Path, repeats: int, new_tokens: int = 32) -> list[Row]:
+    """Load the checkpoint in fp32 and 4-bit; interleave first-token and full-answer runs of both."""
+    path = save_checkpoint(size, preset, root)
+    modes = {"fp32": False, "4bit": True}
+    sessions = {name: _session(path, q, new_tokens) for name, q in modes.items()}
+    kwargs = {name: s.generate_kwargs(s.prompt_ids(QUESTION)) for name, s in sessions.items()}
+    first: dict[str, list[float]] = {n: [] for n in modes}
+    full: dict[str, list[float]] = {n: [] for n in modes}
+    for name in modes:  # warm-up
+        _generate(sessions[name], kwargs[name], 2)
+    for r in range(repeats):
+        for name in list(modes) if r % 2 == 0 else list(modes)[::-1]:
+            first[name].append(_generate(sessions[name], kwargs[name], 1))
+            full[name].append(_generate(sessions[name], kwargs[name], new_tokens))
+    prompt_len = len(kwargs["fp32"]["inputs"][0]) - 1 + sessions["fp32"].model.get_vision_tower().num_patches
+    rows = []
+    for name in modes:
+        t1, tn = statistics.median(first[name]), statistics.median(full[name])
+        rest = statistics.median(f - s for f, s in zip(full[name], first[name]))  # paired: same repeat
+        decode = (new_tokens - 1) / rest if rest > 0 else None
+        rows.append(
+            Row(
+                bench="generation",
+                size=size.name,
+                name=f"chat_{name}",
+                batch=1,
+                median_s=tn,
+                spread=(max(full[name]) - min(full[name])) / tn,
+                throughput=new_tokens / tn,
+                unit="tok/s",
+                vs="chat_fp32" if name != "fp32" else None,
+                ratio=tn / statistics.median(full["fp32"]) if name != "fp32" else None,
+                extra={
+                    "first_token_s": t1,
+                    "decode_tok_per_s": decode,
+                    "new_tokens": new_tokens,
+                    "prompt_positions": prompt_len,
+                    "llm": f"{size.llm_layers} Llama blocks of width {size.llm_width} (random)",
+                    "llm_linear": type(
+                        sessions[name].model.language_model.model.layers[0].mlp.up_proj
+                    ).__name__,
+                },
+            )
+        )
+    return rows

@@ -1,0 +1,43 @@
+"""A random Llama-architecture LLM of the benchmark size, wrapped with the COMM tower and projector."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from comm_tower.bench.sizes import BenchSize
+from comm_tower.model import CommLlavaForCausalLM, from_language_model
+
+VOCAB = 32000  # Vicuna's vocabulary: the output head's cost is part of every step and token
+
+
+def llm_config(size: BenchSize, vocab: int | None = None) -> LlamaConfig:
+    """Vicuna-shaped blocks (MLP ratio 11008/4096, head dim 128 or width/4) at `size.llm_width`, few layers."""
+    width = size.llm_width
+    return LlamaConfig(
+        vocab_size=vocab or VOCAB,
+        hidden_size=width,
+        intermediate_size=-(-int(width * 11008 / 4096) // 64) * 64,  # 4-bit CPU kernels need multiples of 64
+        num_hidden_layers=size.llm_layers,
+        num_attention_heads=max(width // 128, 4),
+        num_key_value_heads=max(width // 128, 4),
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+
+
+def comm_model(
+    size: BenchSize, preset: Path, vocab: int | None = None, seed: int = 0
+) -> CommLlavaForCausalLM:
+    """LLM + COMM tower (weights from the preset's folders) + a fresh `mlp2x_gelu` projector, fp32."""
+    torch.manual_seed(seed)
+    lm = LlamaForCausalLM(llm_config(size, vocab))
+    lm.config._attn_implementation = "sdpa"
+    model = from_language_model(lm, str(preset), "mlp2x_gelu")
+    model.config.tokenizer_model_max_length = 2048
+    return model

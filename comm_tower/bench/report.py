@@ -1,0 +1,99 @@
+"""Result rows, acceptance checks, the printed table and the JSON file."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Row:
+    """One measured candidate: its median time, throughput, peak memory and ratio to its baseline."""
+
+    bench: str
+    size: str
+    name: str
+    batch: int
+    median_s: float
+    spread: float
+    throughput: float | None = None
+    unit: str = ""
+    peak_mib: float | None = None
+    vs: str | None = None
+    ratio: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Check:
+    """An acceptance bound on a ratio."""
+
+    name: str
+    ratio: float
+    bound: float
+
+    @property
+    def passed(self) -> bool:
+        """True when the measured ratio is within the bound."""
+        return self.ratio <= self.bound
+
+
+def hardware() -> dict[str, Any]:
+    """CPU model, cores, torch threads, GPU name: the label every table carries."""
+    model = platform.processor() or "unknown CPU"
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        model = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if "Model name" in ln), model)
+    except OSError:
+        pass
+    import os
+
+    info: dict[str, Any] = {
+        "cpu": model,
+        "cpu_cores": len(os.sched_getaffinity(0)),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}g}"
+
+
+def table(rows: list[Row]) -> str:
+    """A GitHub-markdown table of every row."""
+    head = "| bench | size | candidate | batch | median ms | spread | throughput | peak MiB | ratio | vs |"
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        thr = "-" if r.throughput is None else f"{r.throughput:.3g} {r.unit}"
+        lines.append(
+            f"| {r.bench} | {r.size} | {r.name} | {r.batch} | {r.median_s * 1e3:.4g} | {r.spread:.0%} | "
+            f"{thr} | {_fmt(r.peak_mib, 4)} | {_fmt(r.ratio)} | {r.vs or '-'} |"
+        )
+    return "\n".join(lines)
+
+
+def checks_text(checks: list[Check]) -> str:
+    """One line per acceptance bound."""
+    return "\n".join(
+        f"{'PASS' if c.passed else 'FAIL'} {c.name}: {c.ratio:.3f} (bound {c.bound})" for c in checks
+    )
+
+
+def write_json(path: Path, rows: list[Row], checks: list[Check], meta: dict[str, Any]) -> None:
+    """Rows, checks and run metadata as one JSON document."""
+    doc = {
+        "meta": meta,
+        "rows": [asdict(r) for r in rows],
+        "checks": [{**asdict(c), "passed": c.passed} for c in checks],
+    }
+    path.write_text(json.dumps(doc, indent=1))
