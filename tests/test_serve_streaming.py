@@ -75,3 +75,32 @@ def test_long_chats_drop_old_turns_but_keep_the_image_turn(bundle, ckpt):
     ids = session.prompt_ids("one more")
     assert len(ids) + model.get_vision_tower().num_patches - 1 <= 200 - 4
     assert len(session.history) < 12
+
+
+def test_web_demo_logic_streams_and_starts_over_on_a_new_image(bundle, ckpt, tmp_path):
+    from comm_tower.serve.gradio_app import WebChat
+
+    tokenizer, model, processor, context_len = bundle
+    want = expected_answers(model, tokenizer, ckpt / "red.png", max_new_tokens=12)
+    web = WebChat(ChatSession(tokenizer, model, processor, context_len, temperature=0.0, max_new_tokens=12))
+    with one_thread():
+        first = list(web.respond(QUESTION_1, str(ckpt / "red.png"), []))
+        second = list(web.respond(QUESTION_2, str(ckpt / "red.png"), first[-1]))
+    assert len(first) >= 3  # one update per streamed piece
+    assert [m["content"] for m in second[-1]] == [QUESTION_1, want[0], QUESTION_2, want[1]]
+    other = tmp_path / "other.png"
+    Image.new("RGB", (40, 40), (0, 0, 255)).save(other)
+    with one_thread():
+        fresh = list(web.respond(QUESTION_1, str(other), second[-1]))
+    assert [m["role"] for m in fresh[-1]] == ["user", "assistant"]  # a new image: a new conversation
+    error = list(web.respond("hi", str(tmp_path / "gone.png"), []))[-1]
+    assert "not found" in error[-1]["content"] and "gone.png" in error[-1]["content"]
+
+
+def test_web_demo_builds_with_gradio(bundle):
+    pytest.importorskip("gradio", reason="optional extra: pip install 'comm-tower[web]'")
+    from comm_tower.serve.gradio_app import WebChat, build_demo
+
+    tokenizer, model, processor, context_len = bundle
+    demo = build_demo(WebChat(ChatSession(tokenizer, model, processor, context_len)))
+    assert demo is not None
