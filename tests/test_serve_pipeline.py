@@ -179,3 +179,21 @@ def test_lora_in_4bit_generates_with_float_tower(trained):
     }
     assert not any("lora_" in name for name, _ in bundle[1].named_modules())
     _generates(bundle, trained)
+
+
+def test_stage1_projector_on_a_comm_llava_base_keeps_its_tower(trained, tiny_dir):
+    from _serve_helpers import trained_checkpoint
+
+    full = trained_checkpoint(tiny_dir) / "full"  # same tiny-comm tower and LLM width as the stage-1 run
+    with one_thread():
+        _, model, _, _ = load_pretrained_model(str(trained / "s1"), model_base=str(full))
+    reference = AutoModelForCausalLM.from_pretrained(full)
+    saved = torch.load(trained / "s1" / "mm_projector.bin", weights_only=True)
+    projector = model.get_model().mm_projector.state_dict()
+    assert all(torch.equal(projector[k.split("mm_projector.", 1)[1]], v) for k, v in saved.items())
+    for part in ("language_model", "model.vision_tower"):  # both from the comm_llava base checkpoint
+        ours, ref = model.get_submodule(part).state_dict(), reference.get_submodule(part).state_dict()
+        assert all(torch.equal(ours[k], ref[k]) for k in ref), part
+    plain = AutoModelForCausalLM.from_pretrained(trained / "lm").state_dict()
+    llm = model.language_model.state_dict()
+    assert not all(torch.equal(llm[k], plain[k]) for k in plain)  # the trained LLM, not a plain one
