@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,6 +53,7 @@ def trained_checkpoint(tiny_dir: Path, steps: int = 100) -> Path:
     from comm_tower.zoo.tiny_lm import build_tiny_llama
 
     root = Path(tempfile.mkdtemp(prefix="comm_serve_"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)  # shared by several test modules, so not tmp_path
     lm_dir = build_tiny_llama(root / "lm")
     tokenizer = AutoTokenizer.from_pretrained(lm_dir)
     torch.manual_seed(0)
