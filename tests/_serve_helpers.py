@@ -53,7 +53,8 @@ def trained_checkpoint(tiny_dir: Path, steps: int = 100) -> Path:
     from comm_tower.zoo.tiny_lm import build_tiny_llama
 
     root = Path(tempfile.mkdtemp(prefix="comm_serve_"))
-    atexit.register(shutil.rmtree, root, ignore_errors=True)  # shared by several test modules, so not tmp_path
+    # shared by several test modules (so not pytest's tmp_path): removed when the test process exits
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     lm_dir = build_tiny_llama(root / "lm")
     tokenizer = AutoTokenizer.from_pretrained(lm_dir)
     torch.manual_seed(0)
