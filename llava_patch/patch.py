@@ -24,6 +24,7 @@ from llava_patch.flavour import (
     detect_flavour,
     import_builder_modules,
 )
+from llava_patch.zero import without_zero3_init
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ def _wrap_tower_builder(original: Callable) -> Callable:
             import comm_tower
 
             logger.info("llava_patch: building COMM tower '%s'", comm_name_of(vision_tower_cfg))
-            return comm_tower.build_vision_tower(vision_tower_cfg, *args, **kwargs)
+            with without_zero3_init():  # whole encoders; the DeepSpeed engine partitions them later
+                return comm_tower.build_vision_tower(vision_tower_cfg, *args, **kwargs)
         return original(vision_tower_cfg, *args, **kwargs)
 
     setattr(build_vision_tower, _ORIGINAL_ATTR, original)

@@ -162,3 +162,47 @@ def test_pth_file_patches_every_interpreter_of_the_environment(tiny_dir, tmp_pat
     assert _python(start_up + CHECK, env, tmp_path) == "True True"
     env["COMM_LLAVA_PATCH"] = "0"
     assert _python(start_up + CHECK, env, tmp_path) == "False False"
+
+
+def test_comm_tower_is_built_whole_while_a_zero3_config_is_alive(tiny_dir, patched):
+    from llava.model.llava_arch import build_vision_tower
+    from transformers.integrations import HfDeepSpeedConfig, is_deepspeed_zero3_enabled
+
+    from llava_patch.zero import without_zero3_init
+
+    ds_config = HfDeepSpeedConfig({"zero_optimization": {"stage": 3}, "train_batch_size": 1})
+    assert is_deepspeed_zero3_enabled()
+    with without_zero3_init():
+        assert not is_deepspeed_zero3_enabled()
+    assert is_deepspeed_zero3_enabled()  # restored afterwards
+    tower = build_vision_tower(tower_args("tiny-comm"))
+    params = list(tower.parameters())
+    assert params and all(p.numel() > 0 and not hasattr(p, "ds_id") for p in params)
+    del ds_config
+
+
+MFM_AUTOCAST_BUG = pytest.mark.xfail(
+    strict=True,
+    raises=RuntimeError,
+    reason="core bug: comm_tower/fusion/mfm.py _FoldedMatmul.backward mixes the bf16 grad with fp32 saved "
+    "tensors under autocast, so LLaVA-1.5's `--bf16 True` fails at the first backward",
+)
+
+
+@MFM_AUTOCAST_BUG
+def test_comm_projector_trains_under_bf16_autocast_as_with_llavas_bf16_flag(tiny_dir, patched):
+    from llava.model.llava_arch import build_vision_projector, build_vision_tower
+
+    tower = build_vision_tower(tower_args("tiny-comm"))
+    config = SimpleNamespace(
+        mm_vision_tower="tiny-comm",
+        mm_projector_type="mlp2x_gelu",
+        hidden_size=64,
+        mm_hidden_size=tower.hidden_size,
+    )
+    projector = build_vision_projector(config)
+    pixels = tower.image_processor.preprocess(draw("red", "circle"), return_tensors="pt")["pixel_values"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what HF Trainer does with --bf16 True
+        out = projector(tower(pixels))
+    out.float().pow(2).mean().backward()
+    assert all(p.grad is not None for p in projector.parameters())

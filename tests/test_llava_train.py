@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 import socket
 import subprocess
@@ -309,23 +310,63 @@ def test_model_worker_serves_through_llavas_controller(runs):
             _stop(proc)
 
 
-def test_deepspeed_launcher_starts_the_train_script_like_llavas(runs, tiny_dir):
-    """`deepspeed llava_patch/launch/train.py ARGS`: a file path, `--local_rank=0`, torch.distributed env."""
-    deepspeed = Path(sys.executable).with_name("deepspeed")
-    out = runs.root / "stage1-deepspeed"
-    args = train_args(runs.base, runs.data, out, 1)
-    cmd = [
-        str(deepspeed),
-        "--num_gpus",
-        "1",
-        "--master_port",
-        str(_free_port()),
-        "llava_patch/launch/train.py",
-    ]
-    proc = subprocess.run(
-        [*cmd, *args], env=runs.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=240
+CPU_OVERRIDES = (  # GPU-only flags of the LLaVA-1.5 scripts, and a 2-step run; later flags win
+    "--use_cpu True --bf16 False --tf32 False --max_steps 2 --per_device_train_batch_size 2 "
+    "--save_strategy no --dataloader_num_workers 0 --report_to none --model_max_length 256"
+)
+
+
+def _script_env(runs: SimpleNamespace, **values: str) -> dict[str, str]:
+    env = dict(runs.env, PATH=f"{Path(sys.executable).parent}{os.pathsep}{runs.env['PATH']}")
+    env.update(MODEL=str(runs.base), VISION_TOWER="tiny-comm", IMAGE_FOLDER=str(runs.data["images"]))
+    env.update(
+        LAUNCHER=str(REPO_ROOT / "llava_patch/launch/train.py"), EXTRA_ARGS=CPU_OVERRIDES
+    )  # no flash-attn
+    env.update(values)
+    return env
+
+
+def test_pretrain_script_runs_llava_train_under_the_deepspeed_launcher(runs):
+    """scripts/llava/pretrain.sh: `deepspeed <launcher file> --deepspeed zero2.json ...`, as LLaVA's script."""
+    out = runs.root / "stage1-script"
+    env = _script_env(
+        runs,
+        DATA_PATH=str(runs.data["stage1"]),
+        OUTPUT_DIR=str(out),
+        DEEPSPEED_ARGS=f"--num_gpus 1 --master_port {_free_port()}",
     )
+    proc = subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts/llava/pretrain.sh")],
+        env=env, cwd=runs.root, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "--local_rank=0" in proc.stdout + proc.stderr and len(losses(proc)) == 3
+    assert "--local_rank=0" in proc.stdout + proc.stderr and len(losses(proc)) == 2
     saved, reference = torch.load(out / "mm_projector.bin"), torch.load(runs.adapter)
     assert {k: v.shape for k, v in saved.items()} == {k: v.shape for k, v in reference.items()}
+
+
+@pytest.mark.parametrize("script", ["pretrain.sh", "finetune.sh"])
+def test_llava15_scripts_pass_llavas_own_argument_parser(runs, script):
+    """Every flag of both scripts is one LLaVA's `train()` accepts, with `--vision_tower comm`."""
+    import argparse
+    import shlex
+
+    import transformers
+    from llava.train.train import DataArguments, ModelArguments, TrainingArguments
+
+    env = dict(runs.env, DRY_RUN="1")
+    proc = subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts/llava" / script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    argv = shlex.split(proc.stdout)
+    assert argv[0] == "deepspeed" and argv[1].endswith("llava_patch/launch/train_mem.py")
+    parser = transformers.HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    namespace = argparse.ArgumentParser.parse_args(parser, argv[2:])  # flags and types, no GPU checks
+    assert namespace.vision_tower == "comm" and Path(namespace.deepspeed).is_file()
+    if script == "finetune.sh":
+        assert namespace.pretrain_mm_mlp_adapter.endswith("-comm-pretrain/mm_projector.bin")
