@@ -51,6 +51,7 @@ setup(
         "console_scripts": [
             "comm-train=comm_tower.train.cli:main",
             "comm-chat=comm_tower.serve.cli:main",
+            "comm-web=comm_tower.serve.gradio_app:main",
             "comm-eval=comm_tower.eval.runner:main",
             "comm-demo=comm_tower.demo.__main__:main",
             "comm-bench=comm_tower.bench.__main__:main",
