@@ -6,8 +6,10 @@ import importlib
 import importlib.metadata
 import importlib.util
 import inspect
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 TOWER_MODULE = "llava.model.multimodal_encoder.builder"
 PROJECTOR_MODULE = "llava.model.multimodal_projector.builder"
@@ -16,7 +18,7 @@ BUILDERS: tuple[tuple[str, str], ...] = (
     (TOWER_MODULE, "build_vision_tower"),
     (PROJECTOR_MODULE, "build_vision_projector"),
 )
-_NEXT_MARKER = "llava.model.multimodal_resampler"  # only LLaVA-NeXT has a resampler package
+_NEXT_MARKER = "model/multimodal_resampler"  # only LLaVA-NeXT has a resampler package
 
 
 class UnsupportedLlavaError(RuntimeError):
@@ -47,7 +49,10 @@ def detect_flavour() -> LlavaFlavour:
             "llava_patch: the `llava` package is not importable; install LLaVA first "
             "(`pip install llava-torch==1.2.2.post1 --no-deps`, see docs/llava.md)"
         )
-    is_next = importlib.util.find_spec(_NEXT_MARKER) is not None
+    spec = importlib.util.find_spec("llava")
+    # Look on disk: finding `llava.model.*` through importlib would run LLaVA's package __init__ files.
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    is_next = any((Path(loc) / _NEXT_MARKER).is_dir() for loc in locations)
     return LlavaFlavour(name="llava-next" if is_next else "llava-1.2", version=_distribution_version())
 
 
@@ -64,6 +69,25 @@ def check_builder_signature(func: Callable, qualname: str, flavour: LlavaFlavour
         )
 
 
+def _real_model_import_error() -> BaseException | None:
+    """Import LLaVA's Llama model file past `llava/__init__.py` and return the exception it raises, if any."""
+    saved = {name: mod for name, mod in sys.modules.items() if name == "llava" or name.startswith("llava.")}
+    spec = importlib.util.find_spec("llava")
+    if spec is None:
+        return None
+    bare = importlib.util.module_from_spec(spec)  # the package object without running its __init__
+    sys.modules["llava"] = bare
+    try:
+        importlib.import_module("llava.model.language_model.llava_llama")
+    except Exception as cause:
+        return cause
+    finally:
+        for name in [n for n in sys.modules if n == "llava" or n.startswith("llava.")]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+    return None
+
+
 def import_builder_modules() -> dict[str, object]:
     """Import LLaVA's two builder modules (this imports `llava` and its models too)."""
     try:
@@ -71,11 +95,10 @@ def import_builder_modules() -> dict[str, object]:
     except ImportError as err:
         # `llava/model/__init__.py` hides the real failure behind `try/except: pass` (LLaVA #1101),
         # leaving only "cannot import name 'LlavaLlamaForCausalLM'": import the model file to show it.
-        try:
-            importlib.import_module("llava.model.language_model.llava_llama")
-        except Exception as cause:
-            raise ImportError(
-                f"llava_patch: importing LLaVA failed because {type(cause).__name__}: {cause}; "
-                "check the versions in constraints/llava.txt"
-            ) from cause
-        raise err
+        cause = _real_model_import_error()
+        if cause is None:
+            raise
+        raise ImportError(
+            f"llava_patch: importing LLaVA failed because {type(cause).__name__}: {cause} "
+            f"(LLaVA itself reports only: {err}); check the versions in constraints/llava.txt"
+        ) from cause

@@ -5,6 +5,7 @@ Runs only in `.venv-llava` (transformers 4.37, `llava-torch`); see docs/llava.md
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -206,3 +207,25 @@ def test_comm_projector_trains_under_bf16_autocast_as_with_llavas_bf16_flag(tiny
         out = projector(tower(pixels))
     out.float().pow(2).mean().backward()
     assert all(p.grad is not None for p in projector.parameters())
+
+
+def test_hidden_llava_import_error_is_shown_with_its_real_cause(tiny_dir, tmp_path):
+    # LLaVA's `llava/model/__init__.py` swallows this; users would see only "cannot import name".
+    code = (
+        "import sys; sys.modules['PIL'] = None\n"
+        "import llava_patch\n"
+        "try:\n    llava_patch.apply()\nexcept ImportError as err:\n    print(err)\n"
+    )
+    message = _python(code, llava_env(tiny_dir), tmp_path)
+    assert "ModuleNotFoundError: import of PIL halted" in message and "LlavaLlamaForCausalLM" in message
+
+
+def test_llava_next_is_recognised_by_its_package_layout(tiny_dir, tmp_path):
+    fake = tmp_path / "next" / "llava"
+    (fake / "model" / "multimodal_resampler").mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    env = llava_env(tiny_dir)
+    env["PYTHONPATH"] = os.pathsep.join([str(fake.parent), env["PYTHONPATH"]])
+    code = "from llava_patch import detect_flavour; print(detect_flavour().name)"
+    assert _python(code, env, tmp_path) == "llava-next"
+    assert llava_patch.detect_flavour().name == "llava-1.2"  # the installed llava-torch
