@@ -81,11 +81,15 @@ def test_folded_mfm_backward_equals_autograd_of_the_per_layer_loop(shared: bool,
         torch.testing.assert_close(pf.grad, ps.grad, **TOL, msg=lambda m, n=name: f"{n}: {m}")
 
 
-def test_folded_mfm_without_input_gradient_matches_too():
+@pytest.mark.parametrize(("tokens", "width"), [(5, 32), (40, 4)])  # both forward forms: scale tokens / weight
+def test_folded_mfm_without_input_gradient_matches_too(tokens: int, width: int):
     torch.manual_seed(1)
-    fast = LlnLayerScaleFusion(list(range(6)), 32)
+    fast = LlnLayerScaleFusion(list(range(6)), width)
+    with torch.no_grad():
+        for p in fast.parameters():
+            p.add_(0.3 * torch.randn_like(p))
     slow = copy.deepcopy(fast)
-    x = torch.randn(4, 5, 6 * 32)
+    x = torch.randn(4, tokens, 6 * width)
     fast(x).square().sum().backward()
     per_layer_loop(slow, x).square().sum().backward()
     for pf, ps in zip(fast.parameters(), slow.parameters()):

@@ -16,7 +16,6 @@ from tqdm import tqdm
 from comm_tower.bench import generation, projector, tower, train_step
 from comm_tower.bench.report import Check, Row, checks_text, hardware, table, write_json
 from comm_tower.bench.sizes import SIZES, comm_spec
-from comm_tower.bench.timing import return_freed_memory_to_os
 
 logger = logging.getLogger("comm_tower.bench")
 PARTS = ("tower", "projector", "train_step", "generation")
@@ -55,7 +54,6 @@ def _checks(rows: list[Row], batch: int) -> list[Check]:
 def run(args: argparse.Namespace) -> tuple[list[Row], list[Check]]:
     """Every requested benchmark at every requested size."""
     torch.set_num_threads(args.threads)
-    return_freed_memory_to_os()
     sizes = [SIZES.get(s.strip()) for s in args.sizes.split(",") if s.strip()]
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import statistics
 import time
@@ -10,8 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+from torch.profiler import ProfilerActivity, profile
 
 
 @dataclass
@@ -67,48 +65,24 @@ def paired_ratio(candidate: Timing, baseline: Timing) -> float:
     return statistics.median(c / b for c, b in zip(candidate.seconds, baseline.seconds))
 
 
-def _libc() -> ctypes.CDLL | None:
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:
-        return None
+def _cpu_peak_mib(fn: Callable[[], object]) -> float:
+    """Peak of (bytes allocated - bytes freed) by the CPU allocator during `fn`, from profiler events."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    live = peak = 0
+    for e in sorted(events, key=lambda e: e.start_ns()):
+        if str(e.device_type()).endswith("CPU"):
+            live += e.nbytes()
+            peak = max(peak, live)
+    return peak / 2**20
 
 
-def return_freed_memory_to_os() -> bool:
-    """Make glibc hand large freed blocks back at once, so resident memory follows live tensors."""
-    libc = _libc()
-    if libc is None:
-        return False
-    libc.mallopt(_M_MMAP_THRESHOLD, 1 << 16)
-    libc.mallopt(_M_TRIM_THRESHOLD, 1 << 16)
-    return True
+def peak_memory_mib(fn: Callable[[], object], device: torch.device | None = None) -> float:
+    """Peak tensor memory one call adds above what is live before it (MiB).
 
-
-def _rss_kib(field_name: str) -> int | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field_name + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_memory_mib(fn: Callable[[], object], device: torch.device | None = None) -> float | None:
-    """Peak memory one call adds above what is live before it (MiB); None where it cannot be measured.
-
-    CUDA: `max_memory_allocated`. CPU: the peak resident set (Linux `VmHWM`, reset through
-    `/proc/self/clear_refs`) minus the resident set before the call.
+    CUDA: `max_memory_allocated`. CPU: the allocator's allocation and free events recorded by the torch
+    profiler (exact tensor bytes, independent of how malloc hands memory back to the system).
     """
     gc.collect()
     if device is not None and device.type == "cuda":
@@ -118,12 +92,4 @@ def peak_memory_mib(fn: Callable[[], object], device: torch.device | None = None
         fn()
         _sync(device)
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
-    libc = _libc()
-    if libc is not None:
-        libc.malloc_trim(0)
-    before = _rss_kib("VmRSS")
-    if before is None or not _reset_peak_rss():
-        return None
-    fn()
-    peak = _rss_kib("VmHWM")
-    return None if peak is None else max(peak - before, 0) / 1024
+    return _cpu_peak_mib(fn)

@@ -147,7 +147,8 @@ class _FoldedMatmul(torch.autograd.Function):
 
     Autograd of the same expression allocates several `[L*C, C_out]` temporaries (the scaled weight's
     gradient, the product for `s`'s gradient, the bias outer product); here the weight gradient is the
-    one matmul `z^T g`, scaled and rank-1 updated in place.
+    one matmul `z^T g`, scaled and rank-1 updated in place. The forward applies `s` and `t` to whichever
+    is smaller: the `[M, L*C]` tokens (`(z*s + t) @ W`, no bias matrix-vector product) or the weight.
     """
 
     @staticmethod
@@ -161,6 +162,8 @@ class _FoldedMatmul(torch.autograd.Function):
     ) -> torch.Tensor:
         """`[M, K] x [K, O]` with the folded weight and bias."""
         ctx.save_for_backward(z, weight, scale, shift)
+        if z.shape[0] < 2 * weight.shape[1]:  # few tokens: scale them rather than the weight
+            return torch.addmm(bias, torch.addcmul(shift, z, scale), weight)
         return torch.addmm(torch.addmv(bias, weight.t(), shift), z, weight * scale[:, None])
 
     @staticmethod
