@@ -83,6 +83,28 @@ class CommVisionTower(nn.Module):
         self.requires_grad_(False)
         self.is_loaded = True
 
+    def load_structure(self, encoder_configs: list[dict[str, Any]]) -> None:
+        """Build the encoders from saved HF configs (see `encoder_configs`) without reading any weights.
+
+        For reloading a checkpoint that holds the tower's weights: the checkpoint then fills them.
+        """
+        if self.is_loaded:
+            raise RuntimeError(f"{self.vision_tower_name} is already loaded")
+        if len(encoder_configs) != len(self.spec.encoders):
+            raise ValueError(
+                f"{len(encoder_configs)} saved encoder configs for tower '{self.spec.name}' with "
+                f"{len(self.spec.encoders)} encoders; the saved config is inconsistent"
+            )
+        for enc, cfg in zip(self.spec.encoders, encoder_configs):
+            family = ENCODERS.get(enc.family)
+            self.encoders.append(family.from_config(cfg, enc.layers, self.spec.attn_implementation))
+        self.requires_grad_(False)
+        self.is_loaded = True
+
+    def encoder_configs(self) -> list[dict[str, Any]]:
+        """Each loaded encoder's HF config as a dict, in preset order (what `load_structure` takes)."""
+        return [enc.model.config.to_dict() for enc in self.encoders]
+
     def train(self, mode: bool = True) -> CommVisionTower:
         """Encoders stay in eval mode: they are frozen feature extractors."""
         super().train(mode)

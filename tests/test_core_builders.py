@@ -140,3 +140,14 @@ def test_saved_config_alone_rebuilds_tower_and_projector(tiny_dir: Path, tmp_pat
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(proj2(tower2(x)), proj(tower(x)), rtol=0, atol=0)
+
+
+def test_load_structure_from_saved_encoder_configs_then_weights(tiny_dir: Path):
+    loaded = ct.build_vision_tower(SimpleNamespace(mm_vision_tower="tiny-comm"))
+    empty = ct.build_vision_tower(SimpleNamespace(mm_vision_tower="tiny-comm"), delay_load=True)
+    empty.load_structure(json.loads(json.dumps(loaded.encoder_configs())))
+    assert empty.is_loaded and not any(p.requires_grad for p in empty.parameters())
+    assert empty.state_dict().keys() == loaded.state_dict().keys()
+    empty.load_state_dict(loaded.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(empty(x), loaded(x), rtol=0, atol=0)

@@ -102,6 +102,18 @@ class VisionEncoder(nn.Module):
         logger.info("%s encoder from %s: attention=%s", cls.family, path, _attn_of(model))
         return cls(model, layers)
 
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], layers: Sequence[int], attn_implementation: str = "sdpa"
+    ) -> VisionEncoder:
+        """The encoder's structure from a saved HF config dict, weights uninitialised (a checkpoint fills them)."""
+        hf_config = cls.config_class.from_dict(dict(config))
+        try:
+            model = cls.model_class._from_config(hf_config, attn_implementation=attn_implementation)
+        except (ValueError, ImportError):
+            model = cls.model_class._from_config(hf_config, attn_implementation="eager")
+        return cls(model, layers)
+
     @property
     def width(self) -> int:
         """Channels per token."""

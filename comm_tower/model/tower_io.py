@@ -40,44 +40,24 @@ def zero3_init_disabled() -> Iterator[None]:
         hf_ds._hf_deepspeed_config_weak_ref = ref
 
 
-def encoder_configs(tower: nn.Module) -> list[dict[str, Any]]:
-    """Each loaded encoder's HF config as a dict, in preset order (stored as `mm_encoder_configs`)."""
-    return [enc.model.config.to_dict() for enc in tower.encoders]
-
-
 def build_tower_for_training(config: Any) -> nn.Module:
     """Build the tower from its encoder folders (weights loaded, frozen) and record what a reload needs."""
     with zero3_init_disabled():
         tower = build_vision_tower(config, delay_load=False)
     config.mm_hidden_size = tower.hidden_size
-    config.mm_encoder_configs = encoder_configs(tower)
+    config.mm_encoder_configs = tower.encoder_configs()
     return tower
 
 
 def build_tower_for_reload(config: Any) -> nn.Module:
     """Rebuild the tower's structure from `mm_comm` + `mm_encoder_configs`; the checkpoint fills the weights."""
-    from comm_tower.encoders import ENCODERS
-
     tower = build_vision_tower(config, delay_load=True)
     saved = getattr(config, "mm_encoder_configs", None)
     if not saved:
         logger.warning("config has no mm_encoder_configs; loading the tower's encoders from their folders")
         tower.load_model()
         return tower
-    if len(saved) != len(tower.spec.encoders):
-        raise ValueError(
-            f"config.mm_encoder_configs has {len(saved)} entries but tower '{tower.spec.name}' has "
-            f"{len(tower.spec.encoders)} encoders; the saved config is inconsistent"
-        )
-    for enc_spec, cfg_dict in zip(tower.spec.encoders, saved):
-        family = ENCODERS.get(enc_spec.family)
-        hf_config = family.config_class.from_dict(dict(cfg_dict))
-        hf_model = family.model_class._from_config(
-            hf_config, attn_implementation=tower.spec.attn_implementation
-        )
-        tower.encoders.append(family(hf_model, enc_spec.layers))
-    tower.requires_grad_(False)
-    tower.is_loaded = True
+    tower.load_structure(saved)
     return tower
 
 
