@@ -37,6 +37,15 @@ def encoder_norm(enc: EncoderSpec) -> tuple[list[float], list[float]]:
     return list(enc.image_mean or family.default_mean), list(enc.image_std or family.default_std)
 
 
+def _device_of(device_map: Any) -> torch.device | None:
+    """The device a non-dict `device_map` names (`"auto"`: the first GPU if any); None for none or a dict."""
+    if device_map is None or isinstance(device_map, dict):
+        return None
+    if device_map == "auto":
+        return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    return torch.device(device_map)
+
+
 class CommVisionTower(nn.Module):
     """Frozen multi-encoder, multi-layer vision tower with LLaVA's members."""
 
@@ -67,12 +76,14 @@ class CommVisionTower(nn.Module):
         if self.is_loaded:
             logger.info("%s is already loaded; load_model call skipped", self.vision_tower_name)
             return
-        kwargs = {"device_map": device_map} if device_map is not None else {}
+        # A dict map goes to from_pretrained as it is; a device name (or LLaVA's "auto", which transformers
+        # refuses for models without `_no_split_modules`) loads on CPU and moves: the encoders are small.
+        kwargs = {"device_map": device_map} if isinstance(device_map, dict) else {}
+        target = _device_of(device_map)
         for enc in self.spec.encoders:
             family = ENCODERS.get(enc.family)
-            self.encoders.append(
-                family.from_pretrained(enc.path, enc.layers, self.spec.attn_implementation, **kwargs)
-            )
+            encoder = family.from_pretrained(enc.path, enc.layers, self.spec.attn_implementation, **kwargs)
+            self.encoders.append(encoder if target is None else encoder.to(target))
             logger.info(
                 "encoder '%s' (%s): layers %s of %d, frozen",
                 enc.name,

@@ -151,3 +151,26 @@ def test_load_structure_from_saved_encoder_configs_then_weights(tiny_dir: Path):
     empty.load_state_dict(loaded.state_dict())
     x = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(empty(x), loaded(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("device_map", ["auto", "cpu", torch.device("cpu"), {"": "cpu"}])
+def test_load_model_accepts_llava_device_maps(tiny_dir: Path, device_map):
+    tower = ct.build_vision_tower(SimpleNamespace(mm_vision_tower="tiny-comm"), delay_load=True)
+    tower.load_model(device_map=device_map)
+    assert tower.device.type == ("cuda" if device_map == "auto" and torch.cuda.is_available() else "cpu")
+    assert tower(torch.zeros(1, 3, 64, 64)).shape == (1, 64, 384)
+
+
+def test_projector_trains_under_bf16_autocast(tiny_dir: Path):
+    cfg = SimpleNamespace(mm_vision_tower="tiny-comm", mm_projector_type="mlp2x_gelu", hidden_size=16)
+    tower = ct.build_vision_tower(cfg)
+    cfg.mm_hidden_size = tower.hidden_size
+    proj = ct.build_vision_projector(cfg)
+    feats = tower(torch.randn(2, 3, 64, 64))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = proj(feats)
+    out.float().square().mean().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in proj.parameters())
+    with torch.no_grad():
+        ref = proj(feats)
+    torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.05)

@@ -182,15 +182,8 @@ def test_comm_tower_is_built_whole_while_a_zero3_config_is_alive(tiny_dir, patch
     del ds_config
 
 
-MFM_AUTOCAST_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="core bug: comm_tower/fusion/mfm.py _FoldedMatmul.backward mixes the bf16 grad with fp32 saved "
-    "tensors under autocast, so LLaVA-1.5's `--bf16 True` fails at the first backward",
-)
 
 
-@MFM_AUTOCAST_BUG
 def test_comm_projector_trains_under_bf16_autocast_as_with_llavas_bf16_flag(tiny_dir, patched):
     from llava.model.llava_arch import build_vision_projector, build_vision_tower
 

@@ -188,14 +188,8 @@ def test_load_pretrained_model_rebuilds_comm_llava_and_generates(runs, monkeypat
     assert longer[0, : first.shape[1]].tolist() == first[0].tolist() and longer.shape[1] > first.shape[1]
 
 
-AUTO_DEVICE_MAP = pytest.mark.xfail(
-    strict=True,
-    reason="core bug: LLaVA's load_pretrained_model calls tower.load_model(device_map='auto'); "
-    "CommVisionTower passes it to Dinov2Model.from_pretrained, which rejects 'auto' in transformers 4.37",
-)
 
 
-@AUTO_DEVICE_MAP
 def test_cli_chat_answers_about_an_image(runs):
     image = runs.root / "question.png"
     draw("green", "square").save(image)
@@ -258,7 +252,6 @@ def _wait_for(what: str, probe, procs: list[tuple[subprocess.Popen, Path]], time
         time.sleep(1)
 
 
-@AUTO_DEVICE_MAP
 def test_model_worker_serves_through_llavas_controller(runs):
     import requests
 

@@ -173,6 +173,7 @@ class _FoldedMatmul(torch.autograd.Function):
     ) -> tuple[torch.Tensor | None, ...]:
         """Gradients of z, W, s, t and b from the one weight-gradient matmul."""
         z, weight, scale, shift = ctx.saved_tensors
+        grad = grad.to(weight.dtype)  # under autocast the forward ran in bf16/fp16; the backward does not
         need_z, need_w, need_s, need_t, need_b = ctx.needs_input_grad
         grad_b = grad.sum(0)
         grad_z = grad @ (weight * scale[:, None]).t() if need_z else None
