@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from torch import nn
 
-from comm_tower.config import CommSpec
+from comm_tower.config import CommSpec, SpecError
 from comm_tower.fusion.heads import build_head
 from comm_tower.fusion.projector import CommProjector
 from comm_tower.tower import CommVisionTower
-from comm_tower.zoo import is_comm_tower_name, list_presets, spec_for_name
+from comm_tower.zoo import expand_path, is_comm_tower_name, list_presets, spec_for_name, split_tower_name
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +30,27 @@ def spec_of(cfg: Any, vision_cfg: Any = None) -> CommSpec | None:
     """
     saved = getattr(vision_cfg, "comm_spec", None) or getattr(cfg, "mm_comm", None)
     if saved:
-        return CommSpec.from_dict(dict(saved), source="saved config field 'mm_comm'")
+        spec = CommSpec.from_dict(dict(saved), source="saved config field 'mm_comm'")
+        return _moved(spec, os.environ.get("COMM_ENCODER_PATHS", ""))
     name = tower_name_of(cfg)
     if is_comm_tower_name(name):
         return spec_for_name(name)
     return None
+
+
+def _moved(spec: CommSpec, overrides: str) -> CommSpec:
+    """Apply `COMM_ENCODER_PATHS="clip=/new/clip,dinov2=/new/dino"` to a saved spec (checkpoints moved machines)."""
+    if not overrides:
+        return spec
+    _, paths = split_tower_name(f"{spec.name}:{overrides}")
+    known = {e.name for e in spec.encoders}
+    if set(paths) - known:
+        raise SpecError(
+            f"COMM_ENCODER_PATHS names {sorted(set(paths) - known)}; tower '{spec.name}' has {sorted(known)}"
+        )
+    for enc in spec.encoders:
+        enc.path = expand_path(paths.get(enc.name, enc.path))
+    return spec
 
 
 def build_vision_tower(vision_tower_cfg: Any, **kwargs: Any) -> CommVisionTower:

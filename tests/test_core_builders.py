@@ -174,3 +174,19 @@ def test_projector_trains_under_bf16_autocast(tiny_dir: Path):
     with torch.no_grad():
         ref = proj(feats)
     torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.05)
+
+
+def test_saved_spec_follows_moved_encoder_folders(tiny_dir: Path, tmp_path: Path, monkeypatch):
+    cfg = SimpleNamespace(mm_vision_tower="tiny-comm", mm_projector_type="linear", hidden_size=8)
+    cfg.mm_hidden_size = ct.build_vision_tower(cfg, delay_load=True).hidden_size
+    ct.build_vision_projector(cfg)  # writes cfg.mm_comm with today's absolute folders
+    moved = tmp_path / "moved-clip"
+    shutil.copytree(tiny_dir / "clip", moved)
+    monkeypatch.setenv("COMM_ENCODER_PATHS", f"clip={moved}")
+    tower = ct.build_vision_tower(cfg, delay_load=True)
+    assert tower.spec.encoders[0].path == str(moved) and tower.spec.encoders[1].path == str(
+        tiny_dir / "dinov2"
+    )
+    monkeypatch.setenv("COMM_ENCODER_PATHS", "siglip=/x")
+    with pytest.raises(ct.SpecError, match="COMM_ENCODER_PATHS names \\['siglip'\\]"):
+        ct.build_vision_tower(cfg, delay_load=True)
