@@ -5,7 +5,6 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from comm_tower.model.builder import (
     from_language_model,
     load_lora_model,
-    load_pretrained_model,
     load_pretrained_projector,
 )
 from comm_tower.model.config import MODEL_TYPE, CommLlavaConfig
@@ -20,6 +19,5 @@ __all__ = [
     "CommLlavaForCausalLM",
     "from_language_model",
     "load_lora_model",
-    "load_pretrained_model",
     "load_pretrained_projector",
 ]

@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from comm_tower.model.config import MODEL_TYPE, CommLlavaConfig
 from comm_tower.model.modeling import CommLlavaForCausalLM
@@ -88,19 +88,3 @@ def load_lora_model(lora_dir: str, model_base: str, merge: bool = True) -> CommL
     peft_model = PeftModel.from_pretrained(model, lora_dir)
     return peft_model.merge_and_unload() if merge else peft_model
 
-
-def load_pretrained_model(
-    model_path: str,
-    device_map: str | dict | None = None,
-    dtype: torch.dtype | str | None = None,
-    **kwargs: Any,
-) -> tuple[Any, CommLlavaForCausalLM, Any, int]:
-    """LLaVA's `load_pretrained_model`: `(tokenizer, model, image_processor, context_len)` of a saved model."""
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, device_map=device_map, dtype=dtype, **kwargs)
-    if not isinstance(model, CommLlavaForCausalLM):
-        raise ValueError(f"{model_path} is a {type(model).__name__}, not a comm_llava model")
-    context_len = model.config.tokenizer_model_max_length or getattr(
-        model.config.text_config, "max_position_embeddings", 2048
-    )
-    return tokenizer, model, model.get_vision_tower().image_processor, context_len
