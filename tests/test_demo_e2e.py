@@ -45,9 +45,9 @@ def test_every_stage_leaves_its_artefacts(demo):
     for name in ("stage1.json", "stage2.json", "test.jsonl", "meta.json"):
         assert (out / "data" / name).is_file(), name
     run = out / "runs" / "comm"
-    assert (run / "stage1" / "mm_projector.bin").is_file()
-    assert (run / "stage2" / "config.json").is_file()
-    assert list((run / "stage2").glob("*.safetensors"))
+    for stage in ("stage1", "stage2"):  # the paper's recipe: the whole model is saved after each stage
+        assert (run / stage / "config.json").is_file()
+        assert list((run / stage).glob("*.safetensors"))
     questions = (out / "data" / "test.jsonl").read_text().splitlines()
     for name in ("answers.jsonl", "answers_blind.jsonl"):
         assert len((run / name).read_text().splitlines()) == len(questions) == 5 * N_TEST
@@ -98,3 +98,21 @@ def test_blind_baseline_ignores_the_image(demo):
     assert not torch.allclose(logits(a), logits(b))
     with blind(model):
         assert torch.equal(logits(a), logits(b))
+
+
+def test_recipes_map_to_the_comm_train_flags(tmp_path):
+    from comm_tower.demo.training import StageSettings, stage_argv
+
+    s = StageSettings(steps=10, batch_size=2, lr=1e-3)
+    out = tmp_path / "runs" / "comm"
+
+    def flags(stage: int, recipe: str) -> list[str]:
+        return stage_argv(stage, Path("llm"), "tower.json", tmp_path, out / f"stage{stage}", s, recipe=recipe)
+
+    llava1, llava2 = flags(1, "llava"), flags(2, "llava")
+    assert llava1[llava1.index("--tune_mm_mlp_adapter") + 1] == "True"
+    assert llava2[llava2.index("--pretrain_mm_mlp_adapter") + 1] == str(out / "stage1" / "mm_projector.bin")
+    comm1, comm2 = flags(1, "comm"), flags(2, "comm")
+    assert "--tune_mm_mlp_adapter" not in comm1 and "--pretrain_mm_mlp_adapter" not in comm2
+    assert comm2[comm2.index("--model_name_or_path") + 1] == str(out / "stage1")
+    assert comm1[comm1.index("--version") + 1] == "plain" and comm2[comm2.index("--version") + 1] == "v1"

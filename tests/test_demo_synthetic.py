@@ -172,3 +172,16 @@ def test_bad_spec_names_the_field():
         SceneSpec(colours=("red", "purple"))
     with pytest.raises(ValueError, match=r"SceneSpec.image_size"):
         SceneSpec(image_size=100, grid=3)
+
+
+def test_several_yes_no_pairs_per_training_image_stay_balanced(tmp_path):
+    generate_dataset(tmp_path, seed=1, n_train=20, n_test=3, pope_pairs=3, progress=False)
+    answers = Counter(
+        t["value"]
+        for s in json.loads((tmp_path / "stage2.json").read_text())
+        for t in s["conversations"]
+        if t["from"] == "gpt" and t["value"] in ("Yes", "No")
+    )
+    assert answers["Yes"] == answers["No"] == 3 * 20
+    with pytest.raises(ValueError, match="pope-pairs"):
+        generate_dataset(tmp_path / "bad", n_train=2, n_test=1, pope_pairs=4, progress=False)

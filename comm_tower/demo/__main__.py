@@ -29,6 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", type=int, default=d.n_test, help="held-out images (5 questions each)")
     p.add_argument("--eval-limit", type=int, default=None, help="score only the first N questions")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument(
+        "--recipe",
+        default=d.recipe,
+        choices=["comm", "llava"],
+        help="comm: LLM + projector train in both stages (paper); llava: stage 1 trains the projector only",
+    )
+    p.add_argument("--stage1-lr", type=float, default=d.stage1.lr)
     p.add_argument("--cache-dir", type=Path, default=None, help="where the tiny LLM is cached")
     return p
 
@@ -43,7 +50,10 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
         seed=args.seed,
         n_train=args.train,
         n_test=args.test,
-        stage1=dataclasses.replace(d.stage1, steps=args.stage1_steps, batch_size=args.batch_size),
+        stage1=dataclasses.replace(
+            d.stage1, steps=args.stage1_steps, batch_size=args.batch_size, lr=args.stage1_lr
+        ),
+        recipe=args.recipe,
         stage2=dataclasses.replace(d.stage2, steps=args.steps, batch_size=args.batch_size, lr=args.lr),
         eval_limit=args.eval_limit,
         cache_dir=args.cache_dir,

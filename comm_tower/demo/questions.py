@@ -143,10 +143,16 @@ def count_question(spec: SceneSpec, scene: Scene, rng: random.Random) -> QA:
 
 
 def scene_questions(
-    spec: SceneSpec, scene: Scene, rng: random.Random, strategy: str, popular: list[tuple[str, str]]
+    spec: SceneSpec,
+    scene: Scene,
+    rng: random.Random,
+    strategy: str | list[str],
+    popular: list[tuple[str, str]],
 ) -> list[QA]:
-    """The full set for one image: existence pair, one REC, one attribute and one counting question."""
-    items = existence_pair(spec, scene, rng, strategy, popular)
+    """The set for one image: an existence pair per strategy, one REC, one attribute and one count question."""
+    items = []
+    for name in [strategy] if isinstance(strategy, str) else strategy:
+        items += existence_pair(spec, scene, rng, name, popular)
     items.append(rec_question(spec, rng.choice(scene.objects)))
     items.append(attribute_question(spec, rng.choice(scene.objects), rng.choice(("colour", "shape", "size"))))
     items.append(count_question(spec, scene, rng))

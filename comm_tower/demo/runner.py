@@ -39,9 +39,12 @@ class DemoConfig:
     seed: int = 0
     n_train: int = 3000
     n_test: int = 120
-    stage1: StageSettings = field(default_factory=lambda: StageSettings(steps=60, batch_size=32, lr=1e-3))
-    stage2: StageSettings = field(default_factory=lambda: StageSettings(steps=900, batch_size=32, lr=2e-3))
+    stage1: StageSettings = field(default_factory=lambda: StageSettings(steps=400, batch_size=32, lr=2e-3))
+    stage2: StageSettings = field(default_factory=lambda: StageSettings(steps=600, batch_size=32, lr=2e-3))
     llm: LlmSize = field(default_factory=LlmSize)
+    recipe: str = "comm"  # comm: LLM + projector train in both stages (paper); llava: stage 1 projector only
+    caption_boxes: bool = True  # grounded stage-1 captions (Shikra-style), each object with its box
+    pope_pairs: int = 3  # yes/no pairs per training image: answers of one token need many examples
     token_grid: int | None = 4  # visual tokens per side: one per layout cell of the synthetic images
     eval_limit: int | None = None
     cache_dir: Path | None = None
@@ -76,7 +79,14 @@ def demo_preset_file(preset: str, out: Path, token_grid: int | None) -> str:
 def prepare(cfg: DemoConfig) -> tuple[Path, dict[str, Path]]:
     """Generate the data set and build (or reuse) the tiny models."""
     data_dir = cfg.out / "data"
-    generate_dataset(data_dir, seed=cfg.seed, n_train=cfg.n_train, n_test=cfg.n_test)
+    generate_dataset(
+        data_dir,
+        seed=cfg.seed,
+        n_train=cfg.n_train,
+        n_test=cfg.n_test,
+        caption_boxes=cfg.caption_boxes,
+        pope_pairs=cfg.pope_pairs,
+    )
     return data_dir, ensure_demo_models(data_dir, cfg.cache_dir, cfg.llm)
 
 
@@ -90,7 +100,10 @@ def run_preset(cfg: DemoConfig, preset: str, data_dir: Path, llm: Path) -> RunRe
             f"\n== {preset}: stage {stage} ({settings.steps} steps, batch {settings.batch_size}) ==",
             flush=True,
         )
-        run_stage(stage_argv(stage, llm, tower, data_dir, run_dir / f"stage{stage}", settings, seed=cfg.seed))
+        argv = stage_argv(
+            stage, llm, tower, data_dir, run_dir / f"stage{stage}", settings, seed=cfg.seed, recipe=cfg.recipe
+        )
+        run_stage(argv)
     curves = {f"{preset} stage {s}": losses(run_dir / f"stage{s}") for s in (1, 2)}
     print(f"\n== {preset}: evaluation on {cfg.n_test} held-out images ==", flush=True)
     bundle = load_model(run_dir / "stage2")

@@ -87,8 +87,11 @@ def _scene_record(spec: SceneSpec, scene: Scene, image: str) -> dict:
     return {"image": image, "objects": objs}
 
 
-def _params(spec: SceneSpec, seed: int, n_train: int, n_test: int, turns: int, caption_boxes: bool) -> dict:
+def _params(
+    spec: SceneSpec, seed: int, n_train: int, n_test: int, turns: int, caption_boxes: bool, pope_pairs: int
+) -> dict:
     return {
+        "pope_pairs": pope_pairs,
         "format_version": FORMAT_VERSION,
         "seed": seed,
         "train": n_train,
@@ -107,16 +110,21 @@ def generate_dataset(
     spec: SceneSpec | None = None,
     turns: int = 1,
     caption_boxes: bool = False,
+    pope_pairs: int = 1,
     force: bool = False,
     progress: bool = True,
 ) -> dict[str, Path]:
     """Write the data set to `out` (skipped if `out/meta.json` has the same parameters); return its files."""
     if n_train < 1 or n_test < 1 or turns < 1:
         raise ValueError(f"need --train >= 1, --test >= 1, --turns >= 1 (got {n_train}, {n_test}, {turns})")
+    if not 1 <= pope_pairs <= len(POPE_STRATEGIES):
+        raise ValueError(
+            f"--pope-pairs must be 1..{len(POPE_STRATEGIES)} (one per strategy), got {pope_pairs}"
+        )
     spec = spec or SceneSpec()
     out = Path(out)
     files = {name: out / name for name in ("stage1.json", "stage2.json", "test.jsonl", "meta.json")}
-    params = _params(spec, seed, n_train, n_test, turns, caption_boxes)
+    params = _params(spec, seed, n_train, n_test, turns, caption_boxes, pope_pairs)
     if (
         not force
         and all(p.exists() for p in files.values())
@@ -149,7 +157,8 @@ def generate_dataset(
                         ],
                     }
                 )
-                items = scene_questions(spec, scene, rng, rng.choice(POPE_STRATEGIES), popular)
+                strategies = rng.sample(POPE_STRATEGIES, pope_pairs)
+                items = scene_questions(spec, scene, rng, strategies, popular)
                 rng.shuffle(items)
                 for k in range(0, len(items), turns):
                     stage2.append(
@@ -209,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--jitter", type=int, default=SceneSpec.jitter, help="random object shift in pixels")
     p.add_argument("--turns", type=int, default=1, help="questions per stage-2 conversation")
     p.add_argument("--caption-boxes", action="store_true", help="put each object's box in stage-1 captions")
+    p.add_argument("--pope-pairs", type=int, default=1, help="yes/no pairs per training image (1-3)")
     p.add_argument("--force", action="store_true", help="regenerate even if DIR is up to date")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -219,7 +229,15 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as e:
         p.error(str(e))
     generate_dataset(
-        args.out, args.seed, args.train, args.test, spec, args.turns, args.caption_boxes, force=args.force
+        args.out,
+        args.seed,
+        args.train,
+        args.test,
+        spec,
+        args.turns,
+        args.caption_boxes,
+        pope_pairs=args.pope_pairs,
+        force=args.force,
     )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
+RECIPES = ("comm", "llava")
 
 
 @dataclass(frozen=True)
@@ -34,10 +35,17 @@ def stage_argv(
     projector: str = "mlp2x_gelu",
     max_length: int = 256,
     seed: int = 0,
+    recipe: str = "comm",
 ) -> list[str]:
-    """`comm-train` flags for stage 1 (projector only, plain template) or stage 2 (LLM + projector, v1)."""
+    """`comm-train` flags for stage 1 (captions, plain template) or stage 2 (instructions, v1).
+
+    `recipe="comm"` (the paper): the LLM and the projector train in both stages, stage 2 starting from the
+    whole stage-1 model. `recipe="llava"` (LLaVA-1.5): stage 1 trains only the projector (`mm_projector.bin`).
+    """
     if stage not in (1, 2):
         raise ValueError(f"stage must be 1 or 2, got {stage}")
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {RECIPES}, got {recipe!r}")
     argv = [
         "--model_name_or_path", str(llm),
         "--version", "plain" if stage == 1 else "v1",
@@ -65,10 +73,13 @@ def stage_argv(
         "--seed", str(seed),
         "--disable_tqdm", "False",
     ]  # fmt: skip
-    if stage == 1:
+    stage1_dir = Path(out_dir).parent / "stage1"
+    if stage == 1 and recipe == "llava":
         argv += ["--tune_mm_mlp_adapter", "True"]
-    else:
-        argv += ["--pretrain_mm_mlp_adapter", str(Path(out_dir).parent / "stage1" / "mm_projector.bin")]
+    elif stage == 2 and recipe == "llava":
+        argv += ["--pretrain_mm_mlp_adapter", str(stage1_dir / "mm_projector.bin")]
+    elif stage == 2:  # the paper's recipe: stage 2 continues the whole stage-1 model
+        argv[argv.index("--model_name_or_path") + 1] = str(stage1_dir)
     return argv
 
 
