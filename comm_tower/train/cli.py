@@ -6,6 +6,7 @@ import logging
 import os
 import pathlib
 import sys
+from typing import Any
 
 import torch
 import transformers
@@ -180,6 +181,10 @@ def main(argv: list[str] | None = None) -> None:
         )
     apply_plan(model, plan)
 
+    if data_args.skip_bad_samples and not data_args.skip_log_path:
+        # every process and DataLoader worker appends here, so the end-of-run report sees all skips
+        os.makedirs(training_args.output_dir, exist_ok=True)
+        data_args.skip_log_path = os.path.join(training_args.output_dir, "skipped_samples.jsonl")
     data_module = make_supervised_data_module(tokenizer, tower.image_processor, data_args)
     trainer = CommTrainer(model=model, args=training_args, processing_class=tokenizer, **data_module)
     trainer.train(resume_from_checkpoint=find_resume(training_args))
@@ -189,7 +194,16 @@ def main(argv: list[str] | None = None) -> None:
     trainer.save_model(training_args.output_dir)
     if training_args.should_save and not model_args.tune_mm_mlp_adapter:
         tokenizer.save_pretrained(training_args.output_dir)
+    report_skips(data_module["train_dataset"], training_args)
     logger.info("done: %s", os.path.abspath(training_args.output_dir))
+
+
+def report_skips(dataset: Any, training_args: TrainingArguments) -> None:
+    """Log how many bad samples the run skipped and which (main process), pointing at the JSONL record."""
+    if not training_args.should_log or not getattr(dataset, "num_skipped", 0):
+        return
+    where = dataset.args.skip_log_path
+    logger.warning("%s%s", dataset.skip_report(), f"\n  (recorded in {where})" if where else "")
 
 
 if __name__ == "__main__":
