@@ -69,15 +69,30 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}g}"
 
 
+def note(row: Row) -> str:
+    """The row's most telling extra: a part's share of the step, first-token latency, FLOP rate."""
+    e = row.extra
+    if "share" in e:
+        return f"{e['share']:.0%} of step"
+    if "first_token_s" in e:
+        decode = e.get("decode_tok_per_s")
+        return f"first token {e['first_token_s'] * 1e3:.0f} ms, decode {_fmt(decode)} tok/s"
+    if "gflop_per_s" in e:
+        return f"{e['gflop_per_s']:.3g} GFLOP/s"
+    if e.get("mfm_share_of_projector"):
+        return f"MFM is {e['mfm_share_of_projector']:.0%} of it"
+    return ""
+
+
 def table(rows: list[Row]) -> str:
     """A GitHub-markdown table of every row."""
-    head = "| bench | size | candidate | batch | median ms | spread | throughput | peak MiB | ratio | vs |"
-    lines = [head, "|" + "---|" * 10]
+    head = "| bench | size | candidate | batch | median ms | spread | throughput | peak MiB | ratio | vs | note |"
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         thr = "-" if r.throughput is None else f"{r.throughput:.3g} {r.unit}"
         lines.append(
             f"| {r.bench} | {r.size} | {r.name} | {r.batch} | {r.median_s * 1e3:.4g} | {r.spread:.0%} | "
-            f"{thr} | {_fmt(r.peak_mib, 4)} | {_fmt(r.ratio)} | {r.vs or '-'} |"
+            f"{thr} | {_fmt(r.peak_mib, 4)} | {_fmt(r.ratio)} | {r.vs or '-'} | {note(r)} |"
         )
     return "\n".join(lines)
 
