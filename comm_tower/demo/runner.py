@@ -40,7 +40,7 @@ class DemoConfig:
     n_train: int = 3000
     n_test: int = 120
     stage1: StageSettings = field(default_factory=lambda: StageSettings(steps=400, batch_size=32, lr=2e-3))
-    stage2: StageSettings = field(default_factory=lambda: StageSettings(steps=600, batch_size=32, lr=2e-3))
+    stage2: StageSettings = field(default_factory=lambda: StageSettings(steps=1500, batch_size=32, lr=2e-3))
     llm: LlmSize = field(default_factory=LlmSize)
     recipe: str = "comm"  # comm: LLM + projector train in both stages (paper); llava: stage 1 projector only
     caption_boxes: bool = True  # grounded stage-1 captions (Shikra-style), each object with its box

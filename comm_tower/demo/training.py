@@ -101,7 +101,7 @@ def losses(out_dir: Path) -> list[tuple[int, float]]:
 
 
 def plot_losses(curves: dict[str, list[tuple[int, float]]], path: Path) -> Path:
-    """One PNG with a loss curve per (run, stage), stage 2 offset after stage 1."""
+    """One PNG with a loss curve per (run, stage), each stage counted from its own step 0."""
     import matplotlib
 
     matplotlib.use("Agg")
