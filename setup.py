@@ -17,7 +17,9 @@ EXTRAS = {
     "lmms": ["lmms-eval>=0.7"],
     "dev": ["pytest>=8", "ruff>=0.6", "pycocoevalcap>=1.2"],
 }
-EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name not in ("flash", "web", "lmms") for req in reqs})
+EXTRAS["all"] = sorted(
+    {req for name, reqs in EXTRAS.items() if name not in ("flash", "web", "lmms") for req in reqs}
+)
 
 setup(
     name="comm-tower",

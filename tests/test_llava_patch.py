@@ -182,8 +182,6 @@ def test_comm_tower_is_built_whole_while_a_zero3_config_is_alive(tiny_dir, patch
     del ds_config
 
 
-
-
 def test_comm_projector_trains_under_bf16_autocast_as_with_llavas_bf16_flag(tiny_dir, patched):
     from llava.model.llava_arch import build_vision_projector, build_vision_tower
 

@@ -188,8 +188,6 @@ def test_load_pretrained_model_rebuilds_comm_llava_and_generates(runs, monkeypat
     assert longer[0, : first.shape[1]].tolist() == first[0].tolist() and longer.shape[1] > first.shape[1]
 
 
-
-
 def test_cli_chat_answers_about_an_image(runs):
     image = runs.root / "question.png"
     draw("green", "square").save(image)

@@ -87,4 +87,3 @@ def load_lora_model(lora_dir: str, model_base: str, merge: bool = True) -> CommL
     )
     peft_model = PeftModel.from_pretrained(model, lora_dir)
     return peft_model.merge_and_unload() if merge else peft_model
-

@@ -16,8 +16,12 @@ def _describe(name: str, resolve: bool) -> str:
     spec = load_preset(name)
     lines = [f"{spec.name}: {spec.description}"]
     for enc in spec.encoders:
-        align = enc.align.kind if enc.align.kind != "mlp" else f"mlp {enc.align.blocks}x ratio {enc.align.ratio}"
-        lines.append(f"  {enc.name:8s} {enc.family:10s} layers {enc.layers} fusion {enc.fusion} align {align}")
+        align = (
+            enc.align.kind if enc.align.kind != "mlp" else f"mlp {enc.align.blocks}x ratio {enc.align.ratio}"
+        )
+        lines.append(
+            f"  {enc.name:8s} {enc.family:10s} layers {enc.layers} fusion {enc.fusion} align {align}"
+        )
         lines.append(f"           weights {enc.path}")
     lines.append(f"  branches fused by {spec.branch_fusion}; token grid {spec.token_grid or 'unchanged'}")
     if resolve:
