@@ -12,8 +12,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 EXIT_WORDS = ("exit", "quit")
+
+if TYPE_CHECKING:
+    from comm_tower.serve.chat import ChatSession
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,23 +94,31 @@ def main(argv: list[str] | None = None) -> int:
         fail(f"--max-new-tokens {args.max_new_tokens}: must be at least 1")
 
     from comm_tower.data.templates import TEMPLATES
-    from comm_tower.serve.chat import ChatSession
-    from comm_tower.serve.loader import load_pretrained_model
 
     if args.conv_mode not in TEMPLATES.names():
         fail(f"--conv-mode {args.conv_mode}: use one of {', '.join(TEMPLATES.names())}")
     try:
-        tokenizer, model, processor, context_len = load_pretrained_model(
-            args.model_path,
-            args.model_base,
-            args.load_4bit,
-            args.load_8bit,
-            device=args.device or default_device(),
-            dtype=args.dtype,
-        )
+        session = open_session(args)
     except (OSError, ValueError, ImportError) as err:
         fail(" ".join(str(err).split()))
-    session = ChatSession(
+    session.set_image(image)
+    return chat_loop(session)
+
+
+def open_session(args: argparse.Namespace) -> ChatSession:
+    """Load the model the flags name and wrap it in a chat session (shared by comm-chat and comm-web)."""
+    from comm_tower.serve.chat import ChatSession
+    from comm_tower.serve.loader import load_pretrained_model
+
+    tokenizer, model, processor, context_len = load_pretrained_model(
+        args.model_path,
+        args.model_base,
+        args.load_4bit,
+        args.load_8bit,
+        device=args.device or default_device(),
+        dtype=args.dtype,
+    )
+    return ChatSession(
         tokenizer,
         model,
         processor,
@@ -116,8 +128,6 @@ def main(argv: list[str] | None = None) -> int:
         args.top_p,
         args.max_new_tokens,
     )
-    session.set_image(image)
-    return chat_loop(session)
 
 
 def chat_loop(session: object) -> int:

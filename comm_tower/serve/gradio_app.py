@@ -91,32 +91,14 @@ def build_demo(web: WebChat, title: str = "COMM chat") -> Any:
 
 def main(argv: list[str] | None = None) -> None:
     """Load the model with comm-chat's flags and serve the demo."""
-    from comm_tower.serve.cli import build_parser, default_device, setup_logging
-    from comm_tower.serve.loader import load_pretrained_model
+    from comm_tower.serve.cli import build_parser, open_session, setup_logging
 
     parser = argparse.ArgumentParser(parents=[build_parser()], add_help=False, prog="comm-web")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
     args = parser.parse_args(argv)
     setup_logging(args.debug)
-    tokenizer, model, processor, context_len = load_pretrained_model(
-        args.model_path,
-        args.model_base,
-        args.load_4bit,
-        args.load_8bit,
-        device=args.device or default_device(),
-        dtype=args.dtype,
-    )
-    session = ChatSession(
-        tokenizer,
-        model,
-        processor,
-        context_len,
-        args.conv_mode,
-        args.temperature,
-        args.top_p,
-        args.max_new_tokens,
-    )
+    session = open_session(args)
     build_demo(WebChat(session)).queue().launch(server_name=args.host, server_port=args.port)
 
 
