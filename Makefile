@@ -2,7 +2,7 @@
 .PHONY: demo test install lint format
 
 demo: install
-	.venv/bin/comm-demo
+	OMP_NUM_THREADS=1 .venv/bin/comm-demo
 
 install:
 	bash scripts/install.sh
