@@ -13,6 +13,7 @@ from comm_tower.bench.projector import per_layer_loop
 from comm_tower.bench.tower import load_hf, per_encoder_pixels, reference_features
 from comm_tower.encoders import ENCODERS
 from comm_tower.fusion.mfm import LlnLayerScaleFusion
+from comm_tower.fusion.projector import CommProjector
 from comm_tower.tower import CommVisionTower
 from comm_tower.zoo import load_preset, resolve_spec
 
@@ -94,3 +95,41 @@ def test_folded_mfm_without_input_gradient_matches_too(tokens: int, width: int):
     per_layer_loop(slow, x).square().sum().backward()
     for pf, ps in zip(fast.parameters(), slow.parameters()):
         torch.testing.assert_close(pf.grad, ps.grad, **TOL)
+
+
+@pytest.mark.parametrize(
+    "layers", [list(range(6)), list(range(70))]
+)  # 70*4 = 280 rows: two blocks, one partial
+def test_folded_mfm_block_boundaries(layers: list[int]):
+    torch.manual_seed(2)
+    fast = LlnLayerScaleFusion(layers, 4)
+    with torch.no_grad():
+        for p in fast.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    slow = copy.deepcopy(fast)
+    x = torch.randn(3, 5, len(layers) * 4)
+    g = torch.randn(3, 5, 4)
+    fast(x).backward(g)
+    per_layer_loop(slow, x).backward(g)
+    for pf, ps in zip(fast.parameters(), slow.parameters()):
+        torch.testing.assert_close(pf.grad, ps.grad, **TOL)
+
+
+def test_projector_normalises_all_branches_at_once_like_each_branch_alone(tiny_dir: Path):
+    spec = resolve_spec(load_preset("tiny-comm"))
+    fast = CommProjector(spec, "mlp2x_gelu", 16)
+    assert fast.shared_norm  # both encoders are 64 wide and use lln_layerscale
+    with torch.no_grad():
+        for p in fast.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    slow = copy.deepcopy(fast)
+    x = torch.randn(2, 16, fast.in_width) * 2 + 0.5
+    g = torch.randn(2, 16, 16)
+    out = fast(x)
+    plain = [b(p) for b, p in zip(slow.branches, x.split(slow.splits, dim=-1))]  # each branch on its slice
+    expected = slow.head(torch.cat(plain, dim=-1))
+    torch.testing.assert_close(out, expected, **TOL)
+    out.backward(g)
+    expected.backward(g)
+    for (name, pf), ps in zip(fast.named_parameters(), slow.parameters()):
+        torch.testing.assert_close(pf.grad, ps.grad, **TOL, msg=lambda m, n=name: f"{n}: {m}")

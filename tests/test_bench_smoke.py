@@ -79,3 +79,20 @@ def test_peak_memory_counts_live_tensors_not_freed_ones():
         torch.ones(32, 2**20).sum()  # 128 MiB after both are gone
 
     assert peak_memory_mib(two_temporaries) == pytest.approx(512, abs=1)
+
+
+def test_busy_cpu_is_detected_and_warned_about():
+    import subprocess
+    import sys
+
+    from comm_tower.bench.__main__ import _busy_warning, _cpu_busy
+
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        busy = _cpu_busy(0.5)
+    finally:
+        spin.kill()
+    cores = len(__import__("os").sched_getaffinity(0))
+    assert busy is not None and busy >= 0.8 / cores  # one spinning process keeps one core busy
+    assert _busy_warning(0.1) is None
+    assert "60%" in (_busy_warning(0.6) or "")

@@ -29,7 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {PARTS}")
     p.add_argument("--batch", type=int, default=4, help="images per batch (tower, projector, training step)")
     p.add_argument("--large-batch", type=int, default=1, help="batch for the 'large' (ViT-L/336) size")
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats per candidate (medians reported)")
+    p.add_argument("--repeats", type=int, default=9, help="timed repeats per candidate (medians reported)")
     p.add_argument("--tiny-repeats", type=int, default=15, help="timed repeats at the tiny size")
     p.add_argument("--new-tokens", type=int, default=32, help="tokens generated per answer")
     p.add_argument("--skip-generation", action="store_true", help="leave out the generation benchmark")
@@ -94,17 +94,52 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[Check]]:
     return rows, _checks(rows, args.batch)
 
 
+def _cpu_busy(seconds: float = 1.0) -> float | None:
+    """Fraction of all CPUs busy during `seconds` before the run (from /proc/stat; None where absent)."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    try:
+        busy0, total0 = sample()
+        time.sleep(seconds)
+        busy1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return (busy1 - busy0) / max(1, total1 - total0)
+
+
+def _busy_warning(busy: float | None) -> str | None:
+    """A warning when other processes already use the CPU: ratios then measure contention, not the code."""
+    if busy is None or busy < 0.25:
+        return None
+    return (
+        f"other processes kept {busy:.0%} of the CPUs busy just before the run, so timings and ratios are "
+        "unreliable (memory-bound passes slow down more than matmuls); rerun on an idle machine"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run, print the table and the acceptance checks, write the JSON."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    busy_fraction = _cpu_busy()
+    busy = _busy_warning(busy_fraction)
+    if busy:
+        logger.warning(busy)
     rows, checks = run(args)
     hw = hardware()
+    if busy_fraction is not None:
+        hw["cpu_busy_before_run"] = round(busy_fraction, 2)
     meta = {"hardware": hw, "command": "python -m comm_tower.bench " + " ".join(argv or sys.argv[1:])}
     print(f"Hardware: {hw}")
     print(table(rows))
     if checks:
         print(checks_text(checks))
+    if busy:
+        print(f"NOTE: {busy}")
     write_json(args.out, rows, checks, meta)
     print(f"wrote {args.out}")
     return 0

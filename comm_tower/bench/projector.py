@@ -45,7 +45,7 @@ def run(
     device: torch.device | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> list[Row]:
-    """Time MFM (every branch), the plain per-layer loop, the whole projector and the equal-MACs linear."""
+    """Time MFM (every branch, as the projector runs it), the per-layer loop, the projector, the dense linear."""
     device = device or torch.device("cpu")
     torch.manual_seed(0)
     projector = CommProjector(spec, "mlp2x_gelu", llm_width).to(device=device, dtype=dtype)
@@ -59,7 +59,7 @@ def run(
     dense = nn.Linear(projector.in_width, width).to(device=device, dtype=dtype)
     mfm_params = [p for m in mfms for p in m.parameters()]
     fns: dict[str, Callable[[], object]] = {
-        "comm_mfm": lambda: _step(mfm_params, lambda: [m(p) for m, p in zip(mfms, parts)]),
+        "comm_mfm": lambda: _step(mfm_params, lambda: projector.merge(x)),
         "dense_linear_equal_macs": lambda: _step(list(dense.parameters()), lambda: [dense(x)]),
         "mfm_per_layer_loop": lambda: _step(
             mfm_params, lambda: [per_layer_loop(m, p) for m, p in zip(mfms, parts)]

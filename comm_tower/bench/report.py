@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 from dataclasses import asdict, dataclass, field
@@ -52,8 +53,6 @@ def hardware() -> dict[str, Any]:
         model = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if "Model name" in ln), model)
     except OSError:
         pass
-    import os
-
     info: dict[str, Any] = {
         "cpu": model,
         "cpu_cores": len(os.sched_getaffinity(0)),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,15 @@ FUSIONS: Registry[type[MultiLevelFusion]] = Registry("MFM fusion")
 
 
 class MultiLevelFusion(nn.Module):
-    """Base: knows the layer count L, width C, and which block each layer came from."""
+    """Base: knows the layer count L, width C, and which block each layer came from.
+
+    Variants that start by layer-normalising every layer (`normalises_input`) also offer
+    `forward_normalised`, so a projector can normalise all branches' layers in one pass over its
+    contiguous input instead of one strided copy per branch.
+    """
+
+    normalises_input: ClassVar[bool] = False
+    eps: float = 1e-5
 
     def __init__(
         self, layer_indices: Sequence[int], width: int, layerscale: str = "sum", shared: bool = False
@@ -33,6 +42,15 @@ class MultiLevelFusion(nn.Module):
     def split(self, x: torch.Tensor) -> torch.Tensor:
         """`[B, N, L*C]` -> `[B, N, L, C]` (a view)."""
         return x.unflatten(-1, (self.num_layers, self.width))
+
+    def forward_normalised(self, z: torch.Tensor) -> torch.Tensor:
+        """The output given `unit_layer_norm(x)` (only for variants with `normalises_input`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not start with a layer norm")
+
+
+def unit_layer_norm(x: torch.Tensor, width: int, eps: float) -> torch.Tensor:
+    """Every `width`-channel chunk of `[..., k*width]` normalised to zero mean, unit variance (no affine)."""
+    return F.layer_norm(x.unflatten(-1, (-1, width)), (width,), eps=eps).flatten(-2)
 
 
 class LayerScale(nn.Module):
@@ -101,6 +119,8 @@ class LlnLayerScaleFusion(MultiLevelFusion):
     the weight gradient of that matmul (the frozen encoders' tokens need no gradient).
     """
 
+    normalises_input = True
+
     def __init__(
         self,
         layer_indices: Sequence[int],
@@ -117,7 +137,6 @@ class LlnLayerScaleFusion(MultiLevelFusion):
         self.weight = nn.Parameter(torch.empty(n, width, width).uniform_(-bound, bound))  # [L, C_in, C_out]
         self.bias = nn.Parameter(torch.empty(n, width).uniform_(-bound, bound))
         self.scale = LayerScale(self.num_layers, layerscale)
-        self.eps = 1e-5
 
     def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The `[L*C, C_out]` weight and `[C_out]` bias equal to the per-layer LN affine + Linear + scale."""
@@ -136,7 +155,10 @@ class LlnLayerScaleFusion(MultiLevelFusion):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise each layer, then one `[B*N, L*C] x [L*C, C]` matmul."""
-        z = F.layer_norm(self.split(x), (self.width,), eps=self.eps).flatten(-2)
+        return self.forward_normalised(unit_layer_norm(x, self.width, self.eps))
+
+    def forward_normalised(self, z: torch.Tensor) -> torch.Tensor:
+        """The folded matmul on unit-normalised layers `z` (`[..., L*C]`, may be a strided slice)."""
         weight, scale, shift, bias = (t.to(z.dtype) for t in self.fold_factors())
         out = _FoldedMatmul.apply(z.flatten(0, -2), weight, scale, shift, bias)
         return out.unflatten(0, z.shape[:-1])
@@ -147,8 +169,11 @@ class _FoldedMatmul(torch.autograd.Function):
 
     Autograd of the same expression allocates several `[L*C, C_out]` temporaries (the scaled weight's
     gradient, the product for `s`'s gradient, the bias outer product); here the weight gradient is the
-    one matmul `z^T g`, scaled and rank-1 updated in place. The forward applies `s` and `t` to whichever
-    is smaller: the `[M, L*C]` tokens (`(z*s + t) @ W`, no bias matrix-vector product) or the weight.
+    one matmul `z^T g`, scaled and rank-1 updated in place. (Doing those passes block by block in cache
+    was tried: a few percent faster on an idle CPU, several times slower when another process competes
+    for a core, because every small multi-threaded op waits on a descheduled thread.) The forward
+    applies `s` and `t` to whichever is smaller: the `[M, L*C]` tokens (`(z*s + t) @ W`, no bias
+    matrix-vector product) or the weight.
     """
 
     @staticmethod

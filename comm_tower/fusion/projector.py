@@ -13,7 +13,7 @@ from torch import nn
 from comm_tower.config import AlignSpec, CommSpec, EncoderSpec
 from comm_tower.fusion.align import build_align
 from comm_tower.fusion.heads import build_head
-from comm_tower.fusion.mfm import FUSIONS, needs_align_mlp
+from comm_tower.fusion.mfm import FUSIONS, needs_align_mlp, unit_layer_norm
 
 
 class Branch(nn.Module):
@@ -59,20 +59,35 @@ class CommProjector(nn.Module):
             fused = sum(widths)
         self.fused_width = fused
         self.head = build_head(projector_type, fused, llm_width)
+        mfms = [b.mfm for b in self.branches]
+        # One layer norm over the whole input when every branch starts with one of the same shape: it
+        # reads the tower's contiguous output once instead of copying each branch's strided slice.
+        self.shared_norm = (
+            all(m.normalises_input for m in mfms) and len({(m.width, m.eps) for m in mfms}) == 1
+        )
 
     @property
     def in_width(self) -> int:
         """Channels expected from the tower."""
         return sum(self.splits)
 
-    def fuse(self, x: torch.Tensor) -> torch.Tensor:
-        """Tower features -> fused visual features before the final projection."""
+    def merge(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """MFM of every branch: tower features `[B, N, stacked]` -> one `[B, N, C_i]` per encoder."""
         if x.shape[-1] != self.in_width:
             raise ValueError(
                 f"projector expects {self.in_width} channels from the tower ({self.spec.name}), got {x.shape[-1]}"
             )
         dtype = next((p.dtype for p in self.parameters()), x.dtype)
-        parts = [b(p) for b, p in zip(self.branches, x.to(dtype).split(self.splits, dim=-1))]
+        x = x.to(dtype)
+        if self.shared_norm:
+            first = self.branches[0].mfm
+            z = unit_layer_norm(x, first.width, first.eps)
+            return [b.mfm.forward_normalised(p) for b, p in zip(self.branches, z.split(self.splits, dim=-1))]
+        return [b.mfm(p) for b, p in zip(self.branches, x.split(self.splits, dim=-1))]
+
+    def fuse(self, x: torch.Tensor) -> torch.Tensor:
+        """Tower features -> fused visual features before the final projection."""
+        parts = [b.align(m) for b, m in zip(self.branches, self.merge(x))]
         return torch.stack(parts).sum(0) if self.spec.branch_fusion == "sum" else torch.cat(parts, dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
