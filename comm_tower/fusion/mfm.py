@@ -22,9 +22,10 @@ FUSIONS: Registry[type[MultiLevelFusion]] = Registry("MFM fusion")
 class MultiLevelFusion(nn.Module):
     """Base: knows the layer count L, width C, and which block each layer came from.
 
-    Variants that start by layer-normalising every layer (`normalises_input`) also offer
-    `forward_normalised`, so a projector can normalise all branches' layers in one pass over its
-    contiguous input instead of one strided copy per branch.
+    Variants that start by layer-normalising every layer (`normalises_input`) also accept
+    `forward(z, normalised=True)`, so a projector can normalise all branches' layers in one pass over its
+    contiguous input instead of one strided copy per branch (through `__call__`, so ZeRO-3's parameter
+    gathering hooks still run).
     """
 
     normalises_input: ClassVar[bool] = False
@@ -42,10 +43,6 @@ class MultiLevelFusion(nn.Module):
     def split(self, x: torch.Tensor) -> torch.Tensor:
         """`[B, N, L*C]` -> `[B, N, L, C]` (a view)."""
         return x.unflatten(-1, (self.num_layers, self.width))
-
-    def forward_normalised(self, z: torch.Tensor) -> torch.Tensor:
-        """The output given `unit_layer_norm(x)` (only for variants with `normalises_input`)."""
-        raise NotImplementedError(f"{type(self).__name__} does not start with a layer norm")
 
 
 def unit_layer_norm(x: torch.Tensor, width: int, eps: float) -> torch.Tensor:
@@ -153,12 +150,10 @@ class LlnLayerScaleFusion(MultiLevelFusion):
         bias = (w[:, None] * self.bias.expand(L, C)).sum(0)
         return weight, scale, shift, bias
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise each layer, then one `[B*N, L*C] x [L*C, C]` matmul."""
-        return self.forward_normalised(unit_layer_norm(x, self.width, self.eps))
-
-    def forward_normalised(self, z: torch.Tensor) -> torch.Tensor:
-        """The folded matmul on unit-normalised layers `z` (`[..., L*C]`, may be a strided slice)."""
+    def forward(self, x: torch.Tensor, normalised: bool = False) -> torch.Tensor:
+        """Normalise each layer (unless `x` already is `unit_layer_norm`'s output, which may be a strided
+        slice), then one `[B*N, L*C] x [L*C, C]` matmul."""
+        z = x if normalised else unit_layer_norm(x, self.width, self.eps)
         weight, scale, shift, bias = (t.to(z.dtype) for t in self.fold_factors())
         out = _FoldedMatmul.apply(z.flatten(0, -2), weight, scale, shift, bias)
         return out.unflatten(0, z.shape[:-1])

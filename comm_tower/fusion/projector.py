@@ -61,7 +61,8 @@ class CommProjector(nn.Module):
         self.head = build_head(projector_type, fused, llm_width)
         mfms = [b.mfm for b in self.branches]
         # One layer norm over the whole input when every branch starts with one of the same shape: it
-        # reads the tower's contiguous output once instead of copying each branch's strided slice.
+        # reads the tower's contiguous output once instead of copying each branch's strided slice. The
+        # branches are still called as modules (ZeRO-3 gathers their parameters in forward hooks).
         self.shared_norm = (
             all(m.normalises_input for m in mfms) and len({(m.width, m.eps) for m in mfms}) == 1
         )
@@ -82,7 +83,7 @@ class CommProjector(nn.Module):
         if self.shared_norm:
             first = self.branches[0].mfm
             z = unit_layer_norm(x, first.width, first.eps)
-            return [b.mfm.forward_normalised(p) for b, p in zip(self.branches, z.split(self.splits, dim=-1))]
+            return [b.mfm(p, normalised=True) for b, p in zip(self.branches, z.split(self.splits, dim=-1))]
         return [b.mfm(p) for b, p in zip(self.branches, x.split(self.splits, dim=-1))]
 
     def fuse(self, x: torch.Tensor) -> torch.Tensor:
