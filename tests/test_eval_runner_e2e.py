@@ -130,3 +130,29 @@ def test_batched_answers_equal_one_by_one(tiny_model, question_file, tmp_path):
         texts[bs] = {a["question_id"]: a["text"] for a in _answers(path)}
     assert len(set(texts[1].values())) > 1  # the prompts and images do change the answers
     assert texts[1] == texts[3]
+
+
+def test_system_prompt_replaces_the_templates(tiny_model, question_file, tmp_path, monkeypatch):
+    """`system=` reaches the prompt the model sees, in place of vicuna_v1's default (as in training data)."""
+    import comm_tower.eval.answering as answering
+    from comm_tower.data.templates import VicunaV1Template
+
+    questions, images = question_file
+    rows = [json.loads(line) for line in questions.read_text().splitlines()][:2]
+    tok, model, proc, _ = tiny_model
+    seen: list[str] = []
+    real = answering.generate_batch
+
+    def spy(model, tokenizer, batch_ids, *args):
+        seen.extend(
+            tokenizer.decode([i for i in ids if i >= 0], skip_special_tokens=True) for ids in batch_ids
+        )
+        return real(model, tokenizer, batch_ids, *args)
+
+    monkeypatch.setattr(answering, "generate_batch", spy)
+    gen = GenerationConfig(max_new_tokens=2)
+    answer_questions(tok, model, proc, rows, tmp_path / "a.jsonl", images, gen=gen, system="Be brief.")
+    answer_questions(tok, model, proc, rows, tmp_path / "b.jsonl", images, gen=gen)
+    with_system, default = seen[:2], seen[2:]
+    assert all(p.replace(" ", "").startswith("Bebrief.USER:") for p in with_system), with_system
+    assert all(VicunaV1Template.system.split()[0] in p and "brief" not in p for p in default), default

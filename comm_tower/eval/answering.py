@@ -29,8 +29,12 @@ def answer_questions(
     batch_size: int = 1,
     image_aspect_ratio: str = "pad",
     model_id: str = "comm",
+    system: str | None = None,
 ) -> int:
-    """Answer every question not yet in `answers_file`; returns how many were answered in this call."""
+    """Answer every question not yet in `answers_file`; returns how many were answered in this call.
+
+    `system` replaces the template's system prompt (as a leading "system" turn in the training data does).
+    """
     gen = gen or GenerationConfig()
     done = answered_ids(answers_file)
     todo = [q for q in questions if str(q["question_id"]) not in done]
@@ -62,6 +66,7 @@ def answer_questions(
                 template,
                 gen,
                 image_aspect_ratio,
+                system,
             )
             records = []
             for q, (prompt, text) in zip(group, texts):
@@ -92,13 +97,15 @@ def _answer_group(
     template: str,
     gen: GenerationConfig,
     image_aspect_ratio: str,
+    system: str | None = None,
 ) -> list[tuple[str, str]]:
     has_image = bool(group[0].get("image"))
     ids, pixels, sizes, prompts = [], [], [], []
     for q in group:
         prompt = user_text(str(q["text"]), has_image)
         prompts.append(prompt)
-        ids.append(prompt_ids([("user", prompt)], tokenizer, template))
+        head = [("system", system)] if system is not None else []
+        ids.append(prompt_ids([*head, ("user", prompt)], tokenizer, template))
         if has_image:
             img = load_image(image_folder / q["image"], index=index_of[str(q["question_id"])])
             pixels.append(pixel_values(img, image_processor, image_aspect_ratio))
