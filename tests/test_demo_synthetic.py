@@ -176,12 +176,57 @@ def test_bad_spec_names_the_field():
 
 def test_several_yes_no_pairs_per_training_image_stay_balanced(tmp_path):
     generate_dataset(tmp_path, seed=1, n_train=20, n_test=3, pope_pairs=3, progress=False)
-    answers = Counter(
-        t["value"]
-        for s in json.loads((tmp_path / "stage2.json").read_text())
-        for t in s["conversations"]
-        if t["from"] == "gpt" and t["value"] in ("Yes", "No")
-    )
-    assert answers["Yes"] == answers["No"] == 3 * 20
+    samples = json.loads((tmp_path / "stage2.json").read_text())
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    present = {
+        s["image"]: {f"{o['colour']} {o['shape']}" for o in s["objects"]} for s in meta["scenes"]["train"]
+    }
+    answers: Counter = Counter()
+    asked: dict[str, list[str]] = {}
+    for s in samples:
+        turns = s["conversations"]
+        for q, a in zip(turns[::2], turns[1::2]):
+            m = re.search(r"Is there a (\w+ \w+) in the image\?", q["value"])
+            if m:
+                answers[a["value"]] += 1
+                asked.setdefault(s["image"], []).append(m.group(1))
+    assert answers["Yes"] == answers["No"]
+    for image, cats in asked.items():
+        # no category twice per image; pairs run out only when every present category has been asked
+        assert len(cats) == len(set(cats)), (image, cats)
+        n_yes = len([c for c in cats if c in present[image]])
+        assert n_yes == min(3, len(present[image])), (image, cats)
     with pytest.raises(ValueError, match="pope-pairs"):
         generate_dataset(tmp_path / "bad", n_train=2, n_test=1, pope_pairs=4, progress=False)
+
+
+def test_category_captions_system_turn_and_multi_turn_conversations(tmp_path):
+    system = "Answer about the image."
+    generate_dataset(
+        tmp_path,
+        seed=2,
+        n_train=30,
+        n_test=3,
+        turns=9,
+        caption_boxes=True,
+        caption_order="category",
+        system=system,
+        progress=False,
+    )
+    spec = SceneSpec()
+    rank = {f"{c} {s}": k for k, (c, s) in enumerate(spec.categories)}
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    objects = {s["image"]: s["objects"] for s in meta["scenes"]["train"]}
+    for s in json.loads((tmp_path / "stage1.json").read_text()):
+        named = re.findall(r"(?:small|large) (\w+ \w+) \[", s["conversations"][1]["value"])
+        assert sorted(named) == sorted(f"{o['colour']} {o['shape']}" for o in objects[s["image"]])
+        assert named == sorted(named, key=rank.__getitem__)
+    stage2 = json.loads((tmp_path / "stage2.json").read_text())
+    assert len(stage2) == 30  # every question of an image in one conversation
+    for s in stage2:
+        conv = s["conversations"]
+        assert conv[0] == {"from": "system", "value": system}
+        assert [t["from"] for t in conv[1:]] == ["human", "gpt"] * (len(conv[1:]) // 2)
+        assert conv[1]["value"].startswith("<image>\n") and sum("<image>" in t["value"] for t in conv) == 1
+    with pytest.raises(ValueError, match="caption_order"):
+        generate_dataset(tmp_path / "bad", n_train=2, n_test=1, caption_order="size", progress=False)

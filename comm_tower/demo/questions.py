@@ -38,6 +38,7 @@ class QA:
     category: str  # pope | rec | attribute | count
     subset: str  # pope: strategy; attribute: colour|shape|size; count: all|colour|shape; rec: box
     bbox_px: tuple[int, int, int, int] | None = None  # rec: the target's box in pixels (x2, y2 exclusive)
+    about: tuple[str, str] | None = None  # pope: the (colour, shape) category asked about
 
 
 def plural(shape: str) -> str:
@@ -45,9 +46,23 @@ def plural(shape: str) -> str:
     return shape + "s"
 
 
-def caption(spec: SceneSpec, scene: Scene, with_boxes: bool = False) -> str:
-    """'Two objects: a large red circle and a small blue square.' in reading order (optionally with boxes)."""
-    objs = scene.reading_order()
+CAPTION_ORDERS: tuple[str, ...] = ("reading", "category")
+
+
+def caption(spec: SceneSpec, scene: Scene, with_boxes: bool = False, order: str = "reading") -> str:
+    """'Two objects: a large red circle and a small blue square.' (optionally with boxes).
+
+    `order="reading"` lists the objects top-left to bottom-right; `order="category"` by colour, then shape,
+    in the spec's order, so that saying the next object means finding out which categories are present and
+    its box means finding the object by its colour and shape (what existence questions need).
+    """
+    if order == "reading":
+        objs = scene.reading_order()
+    elif order == "category":
+        rank = {cat: k for k, cat in enumerate(spec.categories)}
+        objs = sorted(scene.objects, key=lambda o: rank[o.category])
+    else:
+        raise ValueError(f"unknown caption order '{order}'; known: {', '.join(CAPTION_ORDERS)}")
     parts = []
     for o in objs:
         text = f"a {o.phrase()}"
@@ -84,24 +99,35 @@ def _existence_q(colour: str, shape: str) -> str:
 
 
 def existence_pair(
-    spec: SceneSpec, scene: Scene, rng: random.Random, strategy: str, popular: list[tuple[str, str]]
+    spec: SceneSpec,
+    scene: Scene,
+    rng: random.Random,
+    strategy: str,
+    popular: list[tuple[str, str]],
+    asked: frozenset[tuple[str, str]] = frozenset(),
 ) -> list[QA]:
-    """One 'Yes' and one 'No' existence question, the negative drawn with `strategy`."""
+    """One 'Yes' and one 'No' existence question, the negative drawn with `strategy`.
+
+    Categories in `asked` are not asked about again; with no present category left, no pair (`[]`).
+    """
     present = {o.category for o in scene.objects}
-    absent = [cat for cat in spec.categories if cat not in present]
+    absent = [cat for cat in spec.categories if cat not in present and cat not in asked]
     if strategy == "random":
         neg = rng.choice(absent)
     elif strategy == "popular":
-        neg = next(cat for cat in popular if cat not in present)
+        neg = next(cat for cat in popular if cat in absent)
     elif strategy == "adversarial":
         close = [cat for cat in absent if any(cat[0] == p[0] or cat[1] == p[1] for p in present)]
         neg = rng.choice(close or absent)
     else:
         raise ValueError(f"unknown POPE strategy '{strategy}'; known: {', '.join(POPE_STRATEGIES)}")
-    pos = rng.choice(scene.objects).category
+    positives = [o.category for o in scene.objects if o.category not in asked]
+    if not positives:
+        return []
+    pos = rng.choice(positives)
     return [
-        QA(_existence_q(*pos), "Yes", "pope", strategy),
-        QA(_existence_q(*neg), "No", "pope", strategy),
+        QA(_existence_q(*pos), "Yes", "pope", strategy, about=pos),
+        QA(_existence_q(*neg), "No", "pope", strategy, about=neg),
     ]
 
 
@@ -150,9 +176,14 @@ def scene_questions(
     popular: list[tuple[str, str]],
 ) -> list[QA]:
     """The set for one image: an existence pair per strategy, one REC, one attribute and one count question."""
-    items = []
+    items: list[QA] = []
+    asked: set[tuple[str, str]] = set()
     for name in [strategy] if isinstance(strategy, str) else strategy:
-        items += existence_pair(spec, scene, rng, name, popular)
+        # no category is asked about twice (in one conversation the model could copy the earlier answer
+        # instead of reading the image); a pair is dropped whole, so yes and no stay balanced
+        pair = existence_pair(spec, scene, rng, name, popular, frozenset(asked))
+        asked |= {qa.about for qa in pair if qa.about}
+        items += pair
     items.append(rec_question(spec, rng.choice(scene.objects)))
     items.append(attribute_question(spec, rng.choice(scene.objects), rng.choice(("colour", "shape", "size"))))
     items.append(count_question(spec, scene, rng))

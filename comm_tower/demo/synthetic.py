@@ -22,6 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from comm_tower.demo.questions import (
+    CAPTION_ORDERS,
     CAPTION_PROMPTS,
     POPE_STRATEGIES,
     QA,
@@ -88,9 +89,19 @@ def _scene_record(spec: SceneSpec, scene: Scene, image: str) -> dict:
 
 
 def _params(
-    spec: SceneSpec, seed: int, n_train: int, n_test: int, turns: int, caption_boxes: bool, pope_pairs: int
+    spec: SceneSpec,
+    seed: int,
+    n_train: int,
+    n_test: int,
+    turns: int,
+    caption_boxes: bool,
+    pope_pairs: int,
+    caption_order: str,
+    system: str | None,
 ) -> dict:
     return {
+        "caption_order": caption_order,
+        "system": system,
         "pope_pairs": pope_pairs,
         "format_version": FORMAT_VERSION,
         "seed": seed,
@@ -113,8 +124,17 @@ def generate_dataset(
     pope_pairs: int = 1,
     force: bool = False,
     progress: bool = True,
+    caption_order: str = "reading",
+    system: str | None = None,
 ) -> dict[str, Path]:
-    """Write the data set to `out` (skipped if `out/meta.json` has the same parameters); return its files."""
+    """Write the data set to `out` (skipped if `out/meta.json` has the same parameters); return its files.
+
+    `turns` questions of an image share one stage-2 conversation; `system`, if given, opens every stage-2
+    conversation as a system turn (replacing the template's system prompt); `caption_order` is
+    `caption`'s `order`.
+    """
+    if caption_order not in CAPTION_ORDERS:
+        raise ValueError(f"caption_order must be one of {CAPTION_ORDERS}, got {caption_order!r}")
     if n_train < 1 or n_test < 1 or turns < 1:
         raise ValueError(f"need --train >= 1, --test >= 1, --turns >= 1 (got {n_train}, {n_test}, {turns})")
     if not 1 <= pope_pairs <= len(POPE_STRATEGIES):
@@ -124,7 +144,7 @@ def generate_dataset(
     spec = spec or SceneSpec()
     out = Path(out)
     files = {name: out / name for name in ("stage1.json", "stage2.json", "test.jsonl", "meta.json")}
-    params = _params(spec, seed, n_train, n_test, turns, caption_boxes, pope_pairs)
+    params = _params(spec, seed, n_train, n_test, turns, caption_boxes, pope_pairs, caption_order, system)
     if (
         not force
         and all(p.exists() for p in files.values())
@@ -153,19 +173,20 @@ def generate_dataset(
                         "image": image,
                         "conversations": [
                             {"from": "human", "value": f"<image>\n{prompt}"},
-                            {"from": "gpt", "value": caption(spec, scene, with_boxes=caption_boxes)},
+                            {"from": "gpt", "value": caption(spec, scene, caption_boxes, caption_order)},
                         ],
                     }
                 )
                 strategies = rng.sample(POPE_STRATEGIES, pope_pairs)
                 items = scene_questions(spec, scene, rng, strategies, popular)
                 rng.shuffle(items)
+                head = [{"from": "system", "value": system}] if system is not None else []
                 for k in range(0, len(items), turns):
                     stage2.append(
                         {
                             "id": f"train-{i:06d}-{k // turns}",
                             "image": image,
-                            "conversations": _turns(items[k : k + turns], first_image=True),
+                            "conversations": head + _turns(items[k : k + turns], first_image=True),
                         }
                     )
             else:
@@ -219,6 +240,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--turns", type=int, default=1, help="questions per stage-2 conversation")
     p.add_argument("--caption-boxes", action="store_true", help="put each object's box in stage-1 captions")
     p.add_argument("--pope-pairs", type=int, default=1, help="yes/no pairs per training image (1-3)")
+    p.add_argument(
+        "--caption-order",
+        choices=CAPTION_ORDERS,
+        default="reading",
+        help="order of the objects in stage-1 captions: reading (top-left first) or category (by colour, shape)",
+    )
+    p.add_argument(
+        "--system",
+        default=None,
+        help="system prompt opening every stage-2 conversation (default: the template's)",
+    )
     p.add_argument("--force", action="store_true", help="regenerate even if DIR is up to date")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -238,6 +270,8 @@ def main(argv: list[str] | None = None) -> None:
         args.caption_boxes,
         pope_pairs=args.pope_pairs,
         force=args.force,
+        caption_order=args.caption_order,
+        system=args.system,
     )
 
 
