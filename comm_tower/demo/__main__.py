@@ -36,6 +36,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="comm: LLM + projector train in both stages (paper); llava: stage 1 trains the projector only",
     )
     p.add_argument("--stage1-lr", type=float, default=d.stage1.lr)
+    p.add_argument(
+        "--turns", type=int, default=d.turns, help="questions per stage-2 conversation (9: all of an image's)"
+    )
+    p.add_argument(
+        "--caption-order",
+        default=d.caption_order,
+        choices=["reading", "category"],
+        help="order of the objects in stage-1 captions (category: by colour, then shape)",
+    )
+    p.add_argument(
+        "--system",
+        default=d.system,
+        help="system prompt of stage-2 data and evaluation; 'default' keeps vicuna_v1's own",
+    )
     p.add_argument("--cache-dir", type=Path, default=None, help="where the tiny LLM is cached")
     return p
 
@@ -43,8 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> DemoConfig:
     """DemoConfig from parsed options."""
     d = DemoConfig()
-    if min(args.steps, args.stage1_steps, args.batch_size, args.train, args.test) < 1:
-        raise SystemExit("comm-demo: --steps, --stage1-steps, --batch-size, --train and --test must be >= 1")
+    if min(args.steps, args.stage1_steps, args.batch_size, args.train, args.test, args.turns) < 1:
+        raise SystemExit(
+            "comm-demo: --steps, --stage1-steps, --batch-size, --train, --test and --turns must be >= 1"
+        )
     return DemoConfig(
         out=args.out,
         seed=args.seed,
@@ -57,6 +73,9 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
         stage2=dataclasses.replace(d.stage2, steps=args.steps, batch_size=args.batch_size, lr=args.lr),
         eval_limit=args.eval_limit,
         cache_dir=args.cache_dir,
+        turns=args.turns,
+        caption_order=args.caption_order,
+        system=None if args.system == "default" else args.system,
     )
 
 

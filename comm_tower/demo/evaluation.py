@@ -50,6 +50,7 @@ def evaluate(
     zero_image: bool = False,
     limit: int | None = None,
     batch_size: int = 32,
+    system: str | None = None,
 ) -> dict[str, float]:
     """Answer `test.jsonl` (resumable answers file) and return the `demo` task's scores."""
     tokenizer, model, processor = bundle
@@ -70,16 +71,18 @@ def evaluate(
             batch_size=batch_size,
             image_aspect_ratio="pad",
             model_id="demo-blind" if zero_image else "demo",
+            system=system,
         )
     samples = merged_samples(questions, answers_file)
     return score_samples(TASKS.get("demo"), samples, "pad")
 
 
-def ask(bundle: tuple[Any, Any, Any], image: Path, question: str) -> str:
-    """One chat turn: the model's answer to `question` about `image`."""
+def ask(bundle: tuple[Any, Any, Any], image: Path, question: str, system: str | None = None) -> str:
+    """One chat turn: the model's answer to `question` about `image` (`system`: as in training)."""
     from comm_tower.data.images import load_image
 
     tokenizer, model, processor = bundle
-    ids = prompt_ids([("user", user_text(question, True))], tokenizer, "vicuna_v1")
+    head = [("system", system)] if system is not None else []
+    ids = prompt_ids([*head, ("user", user_text(question, True))], tokenizer, "vicuna_v1")
     img = load_image(image)
     return generate_batch(model, tokenizer, [ids], [pixel_values(img, processor, "pad")], [img.size], GEN)[0]

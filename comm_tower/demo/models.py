@@ -22,7 +22,7 @@ class LlmSize:
 
     hidden_size: int = 128
     layers: int = 4
-    heads: int = 4
+    heads: int = 8
     vocab_size: int = 512
     max_length: int = 256
 
@@ -53,7 +53,7 @@ def ensure_demo_models(
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     encoders = ensure_tiny_encoders(default_tiny_dir())
     llm = build_tiny_llama(
-        cache / f"llm-h{size.hidden_size}-l{size.layers}-v{size.vocab_size}",
+        cache / f"llm-h{size.hidden_size}-l{size.layers}-a{size.heads}-v{size.vocab_size}",
         corpus=corpus_from_data(data_dir),
         vocab_size=size.vocab_size,
         hidden_size=size.hidden_size,
