@@ -40,14 +40,14 @@ class DemoConfig:
     n_train: int = 3000
     n_test: int = 120
     stage1: StageSettings = field(default_factory=lambda: StageSettings(steps=400, batch_size=32, lr=2e-3))
-    stage2: StageSettings = field(default_factory=lambda: StageSettings(steps=700, batch_size=32, lr=2e-3))
+    stage2: StageSettings = field(default_factory=lambda: StageSettings(steps=1200, batch_size=32, lr=2e-3))
     llm: LlmSize = field(default_factory=LlmSize)
     recipe: str = "comm"  # comm: LLM + projector train in both stages (paper); llava: stage 1 projector only
     caption_boxes: bool = True  # grounded stage-1 captions (Shikra-style), each object with its box
     pope_pairs: int = 3  # yes/no pairs per training image: answers of one token need many examples
     token_grid: int | None = 4  # visual tokens per side: one per layout cell of the synthetic images
     # All of an image's stage-2 questions in one conversation, as LLaVA's instruction data has them: the image
-    # is encoded once for nine answers.
+    # is encoded once for all its answers (7 on average, at most 9).
     turns: int = 9
     # Stage-1 captions list objects by category: naming the next one means telling which categories are
     # present, its box means finding it by colour and shape (what existence questions need).
