@@ -82,7 +82,6 @@ def ask(bundle: tuple[Any, Any, Any], image: Path, question: str, system: str | 
     from comm_tower.data.images import load_image
 
     tokenizer, model, processor = bundle
-    head = [("system", system)] if system is not None else []
-    ids = prompt_ids([*head, ("user", user_text(question, True))], tokenizer, "vicuna_v1")
+    ids = prompt_ids([("user", user_text(question, True))], tokenizer, "vicuna_v1", system)
     img = load_image(image)
     return generate_batch(model, tokenizer, [ids], [pixel_values(img, processor, "pad")], [img.size], GEN)[0]

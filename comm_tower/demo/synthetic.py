@@ -159,6 +159,7 @@ def generate_dataset(
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
 
     stage1, stage2, questions, records = [], [], [], {"train": [], "test": []}
+    head = [{"from": "system", "value": system}] if system is not None else []  # opens each stage-2 sample
     for split, scenes in (("train", train), ("test", test)):
         for i, scene in enumerate(tqdm(scenes, desc=f"render {split}", disable=not progress, leave=False)):
             image = f"images/{split}/{i:06d}.png"
@@ -180,7 +181,6 @@ def generate_dataset(
                 strategies = rng.sample(POPE_STRATEGIES, pope_pairs)
                 items = scene_questions(spec, scene, rng, strategies, popular)
                 rng.shuffle(items)
-                head = [{"from": "system", "value": system}] if system is not None else []
                 for k in range(0, len(items), turns):
                     stage2.append(
                         {

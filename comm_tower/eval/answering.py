@@ -104,8 +104,7 @@ def _answer_group(
     for q in group:
         prompt = user_text(str(q["text"]), has_image)
         prompts.append(prompt)
-        head = [("system", system)] if system is not None else []
-        ids.append(prompt_ids([*head, ("user", prompt)], tokenizer, template))
+        ids.append(prompt_ids([("user", prompt)], tokenizer, template, system))
         if has_image:
             img = load_image(image_folder / q["image"], index=index_of[str(q["question_id"])])
             pixels.append(pixel_values(img, image_processor, image_aspect_ratio))

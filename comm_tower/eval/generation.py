@@ -35,9 +35,15 @@ def user_text(question: str, with_image: bool) -> str:
     return f"{DEFAULT_IMAGE_TOKEN}\n{question}"
 
 
-def prompt_ids(turns: Sequence[tuple[str, str]], tokenizer: Any, template: str) -> list[int]:
-    """Token ids of a generation prompt from (role, text) turns ending with the user's."""
-    return get_template(template).encode_prompt([Message(r, t) for r, t in turns], tokenizer)
+def prompt_ids(
+    turns: Sequence[tuple[str, str]], tokenizer: Any, template: str, system: str | None = None
+) -> list[int]:
+    """Token ids of a generation prompt from (role, text) turns ending with the user's.
+
+    `system`, if given, replaces the template's system prompt (a leading "system" turn).
+    """
+    head = [Message("system", system)] if system is not None else []
+    return get_template(template).encode_prompt([*head, *(Message(r, t) for r, t in turns)], tokenizer)
 
 
 def pixel_values(image: Image.Image, image_processor: Any, image_aspect_ratio: str = "pad") -> torch.Tensor:
