@@ -11,6 +11,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
+from comm_tower.demo.questions import CAPTION_ORDERS
 from comm_tower.demo.runner import PRESETS, DemoConfig, run_demo
 
 
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--caption-order",
         default=d.caption_order,
-        choices=["reading", "category"],
+        choices=CAPTION_ORDERS,
         help="order of the objects in stage-1 captions (category: by colour, then shape)",
     )
     p.add_argument(
