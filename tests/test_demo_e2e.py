@@ -26,7 +26,18 @@ def demo(tmp_path_factory) -> tuple[Path, Path, str]:
     root = tmp_path_factory.mktemp("demo")
     out, cache = root / "out", root / "cache"
     argv = ["--out", str(out), "--cache-dir", str(cache), "--train", "200", "--test", str(N_TEST)]
-    argv += ["--stage1-steps", "10", "--steps", "40", "--batch-size", "8", "--lr", "3e-3"]
+    argv += [
+        "--stage1-steps",
+        "10",
+        "--steps",
+        "40",
+        "--batch-size",
+        "8",
+        "--lr",
+        "3e-3",
+        "--score-every",
+        "20",
+    ]
     import contextlib
     import io
 
@@ -56,6 +67,27 @@ def test_every_stage_leaves_its_artefacts(demo):
     result = json.loads((run / "result.json").read_text())
     for _, key in METRIC_ROWS:
         assert 0.0 <= result["scores"][key] <= 100.0 and 0.0 <= result["blind"][key] <= 100.0
+
+
+def test_scored_checkpoints_form_a_learning_curve_ending_at_the_final_model(demo):
+    out, _, printed = demo
+    run = out / "runs" / "comm"
+    by_step = json.loads((run / "result.json").read_text())["by_step"]
+    assert sorted(int(step) for step in by_step) == [20, 40]
+    for step in (20, 40):
+        folder = run / "stage2" / f"checkpoint-{step}"
+        assert len((folder / "answers.jsonl").read_text().splitlines()) == 5 * N_TEST
+        assert len((folder / "answers_blind.jsonl").read_text().splitlines()) == 5 * N_TEST
+    # the last checkpoint holds the final weights: scored again, it must give the final table's scores
+    result = json.loads((run / "result.json").read_text())
+    assert by_step["40"] == [result["scores"], result["blind"]]
+    assert "held-out scores (blind) of the stage-2 checkpoints" in printed
+    assert "held-out scores (blind) of the stage-2 checkpoints" in (out / "results.md").read_text()
+
+
+def test_score_every_outside_the_run_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match="--score-every"):
+        main(["--out", str(tmp_path), "--steps", "10", "--score-every", "11"])
 
 
 def test_training_lowered_the_loss_in_both_stages(demo):

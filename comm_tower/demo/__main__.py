@@ -52,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="system prompt of stage-2 data and evaluation; 'default' keeps vicuna_v1's own",
     )
     p.add_argument("--cache-dir", type=Path, default=None, help="where the tiny LLM is cached")
+    p.add_argument(
+        "--score-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="also save a stage-2 checkpoint every N steps and score each on the held-out split afterwards, "
+        "with its blind baseline: a learning curve (mid-schedule checkpoints understate a shorter run)",
+    )
     return p
 
 
@@ -61,6 +69,10 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
     if min(args.steps, args.stage1_steps, args.batch_size, args.train, args.test, args.turns) < 1:
         raise SystemExit(
             "comm-demo: --steps, --stage1-steps, --batch-size, --train, --test and --turns must be >= 1"
+        )
+    if args.score_every is not None and not 1 <= args.score_every <= args.steps:
+        raise SystemExit(
+            f"comm-demo: --score-every must lie in [1, --steps ({args.steps})], got {args.score_every}"
         )
     return DemoConfig(
         out=args.out,
@@ -77,6 +89,7 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
         turns=args.turns,
         caption_order=args.caption_order,
         system=None if args.system == "default" else args.system,
+        score_every=args.score_every,
     )
 
 

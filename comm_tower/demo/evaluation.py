@@ -77,6 +77,28 @@ def evaluate(
     return score_samples(TASKS.get("demo"), samples, "pad")
 
 
+def score_with_and_without_image(
+    bundle: tuple[Any, Any, Any], data_dir: Path, folder: Path, limit: int | None, system: str | None
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(scores, blind scores) on the held-out split; the answers go to `folder`, written afresh."""
+    scores = []
+    for name, zero in (("answers.jsonl", False), ("answers_blind.jsonl", True)):
+        answers = Path(folder) / name
+        answers.unlink(missing_ok=True)  # answers of an earlier run would be taken as resumed
+        scores.append(evaluate(bundle, data_dir, answers, zero_image=zero, limit=limit, system=system))
+    return scores[0], scores[1]
+
+
+def checkpoints(stage_dir: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of the trainer's `checkpoint-<step>` folders in `stage_dir`, by step."""
+    found = []
+    for path in Path(stage_dir).glob("checkpoint-*"):
+        step = path.name.removeprefix("checkpoint-")
+        if step.isdigit() and path.is_dir():
+            found.append((int(step), path))
+    return sorted(found)
+
+
 def ask(bundle: tuple[Any, Any, Any], image: Path, question: str, system: str | None = None) -> str:
     """One chat turn: the model's answer to `question` about `image` (`system`: as in training)."""
     from comm_tower.data.images import load_image

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from comm_tower.demo.evaluation import ask, evaluate, load_model
+from comm_tower.demo.evaluation import ask, checkpoints, load_model, score_with_and_without_image
 from comm_tower.demo.models import LlmSize, ensure_demo_models
 from comm_tower.demo.synthetic import generate_dataset
 from comm_tower.demo.training import StageSettings, losses, plot_losses, run_stage, stage_argv
@@ -57,6 +57,9 @@ class DemoConfig:
     system: str | None = "Answer about the image."
     eval_limit: int | None = None
     cache_dir: Path | None = None
+    # also save stage 2 every N steps and score each checkpoint afterwards: the held-out learning curve
+    # (mid-schedule checkpoints, so they understate a shorter run, which anneals its learning rate sooner)
+    score_every: int | None = None
 
 
 @dataclass
@@ -69,6 +72,8 @@ class RunResult:
     curves: dict[str, list[tuple[int, float]]]
     chat: tuple[str, str, str, str]  # image, question, answer, reference
     seconds: float
+    # stage-2 step -> (scores, blind scores) of its checkpoint, with `score_every`
+    by_step: dict[int, tuple[dict[str, float], dict[str, float]]] = field(default_factory=dict)
 
 
 def demo_preset_file(preset: str, out: Path, token_grid: int | None) -> str:
@@ -113,33 +118,55 @@ def run_preset(cfg: DemoConfig, preset: str, data_dir: Path, llm: Path) -> RunRe
             flush=True,
         )
         argv = stage_argv(
-            stage, llm, tower, data_dir, run_dir / f"stage{stage}", settings, seed=cfg.seed, recipe=cfg.recipe
+            stage,
+            llm,
+            tower,
+            data_dir,
+            run_dir / f"stage{stage}",
+            settings,
+            seed=cfg.seed,
+            recipe=cfg.recipe,
+            save_every=cfg.score_every if stage == 2 else None,
         )
         run_stage(argv)
     curves = {f"{preset} stage {s}": losses(run_dir / f"stage{s}") for s in (1, 2)}
     print(f"\n== {preset}: evaluation on {cfg.n_test} held-out images ==", flush=True)
     bundle = load_model(run_dir / "stage2")
-    for name in ("answers.jsonl", "answers_blind.jsonl"):
-        (run_dir / name).unlink(missing_ok=True)  # answers of an earlier run would be taken as resumed
-    scores = evaluate(bundle, data_dir, run_dir / "answers.jsonl", limit=cfg.eval_limit, system=cfg.system)
-    blind = evaluate(
-        bundle,
-        data_dir,
-        run_dir / "answers_blind.jsonl",
-        zero_image=True,
-        limit=cfg.eval_limit,
-        system=cfg.system,
-    )
+    scores, blind = score_with_and_without_image(bundle, data_dir, run_dir, cfg.eval_limit, cfg.system)
     question = next(q for q in _test_questions(data_dir) if q["category"] == "rec")
     answer = ask(bundle, data_dir / question["image"], question["text"], system=cfg.system)
     chat = (question["image"], question["text"], answer, question["answer"])
-    result = RunResult(preset, scores, blind, curves, chat, time.time() - start)
+    by_step = _score_checkpoints(cfg, preset, run_dir / "stage2", data_dir) if cfg.score_every else {}
+    result = RunResult(preset, scores, blind, curves, chat, time.time() - start, by_step)
     (run_dir / "result.json").write_text(json.dumps(result.__dict__, indent=1, default=str))
     return result
 
 
+def _score_checkpoints(
+    cfg: DemoConfig, preset: str, stage_dir: Path, data_dir: Path
+) -> dict[int, tuple[dict[str, float], dict[str, float]]]:
+    """(scores, blind scores) of every `checkpoint-<step>` that stage 2 saved, by step."""
+    by_step = {}
+    for step, folder in checkpoints(stage_dir):
+        print(f"\n== {preset}: scoring the stage-2 checkpoint of step {step} ==", flush=True)
+        by_step[step] = score_with_and_without_image(
+            load_model(folder), data_dir, folder, cfg.eval_limit, cfg.system
+        )
+    return by_step
+
+
 def _test_questions(data_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (data_dir / "test.jsonl").read_text().splitlines()]
+
+
+def _aligned(rows: list[list[str]]) -> str:
+    """A plain-text table: first column left-aligned, the others right-aligned, a rule under the header."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
 
 
 def results_table(results: list[RunResult]) -> str:
@@ -153,12 +180,21 @@ def results_table(results: list[RunResult]) -> str:
         for r in results:
             row += [f"{r.scores.get(key, float('nan')):.1f}", f"{r.blind.get(key, float('nan')):.1f}"]
         rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = [
-        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return _aligned(rows)
+
+
+def curve_table(result: RunResult) -> str:
+    """Rows: scored stage-2 checkpoints; columns: each metric as 'score (blind)'."""
+    rows = [[f"{result.preset} stage-2 step"] + [label for label, _ in METRIC_ROWS]]
+    for step, (scores, blind) in sorted(result.by_step.items()):
+        rows.append(
+            [str(step)]
+            + [
+                f"{scores.get(k, float('nan')):.1f} ({blind.get(k, float('nan')):.1f})"
+                for _, k in METRIC_ROWS
+            ]
+        )
+    return _aligned(rows)
 
 
 def run_demo(cfg: DemoConfig, presets: list[str]) -> list[RunResult]:
@@ -169,6 +205,9 @@ def run_demo(cfg: DemoConfig, presets: list[str]) -> list[RunResult]:
     curves = {k: v for r in results for k, v in r.curves.items()}
     png = plot_losses(curves, cfg.out / "loss_curves.png")
     table = results_table(results)
+    for r in results:
+        if r.by_step:
+            table += "\n\nheld-out scores (blind) of the stage-2 checkpoints:\n" + curve_table(r)
     (cfg.out / "results.md").write_text(table + "\n")
     print("\n" + table)
     image, question, answer, reference = results[-1].chat

@@ -36,11 +36,13 @@ def stage_argv(
     max_length: int = 256,
     seed: int = 0,
     recipe: str = "comm",
+    save_every: int | None = None,
 ) -> list[str]:
     """`comm-train` flags for stage 1 (captions, plain template) or stage 2 (instructions, v1).
 
     `recipe="comm"` (the paper): the LLM and the projector train in both stages, stage 2 starting from the
     whole stage-1 model. `recipe="llava"` (LLaVA-1.5): stage 1 trains only the projector (`mm_projector.bin`).
+    `save_every`: also save the model (not the optimizer) every that many steps, `checkpoint-<step>`.
     """
     if stage not in (1, 2):
         raise ValueError(f"stage must be 1 or 2, got {stage}")
@@ -73,6 +75,9 @@ def stage_argv(
         "--seed", str(seed),
         "--disable_tqdm", "False",
     ]  # fmt: skip
+    if save_every is not None:
+        argv[argv.index("--save_strategy") + 1] = "steps"
+        argv += ["--save_steps", str(save_every), "--save_only_model", "True"]
     stage1_dir = Path(out_dir).parent / "stage1"
     if stage == 1 and recipe == "llava":
         argv += ["--tune_mm_mlp_adapter", "True"]
