@@ -26,18 +26,8 @@ def demo(tmp_path_factory) -> tuple[Path, Path, str]:
     root = tmp_path_factory.mktemp("demo")
     out, cache = root / "out", root / "cache"
     argv = ["--out", str(out), "--cache-dir", str(cache), "--train", "200", "--test", str(N_TEST)]
-    argv += [
-        "--stage1-steps",
-        "10",
-        "--steps",
-        "40",
-        "--batch-size",
-        "8",
-        "--lr",
-        "3e-3",
-        "--score-every",
-        "20",
-    ]
+    argv += ["--stage1-steps", "10", "--steps", "40", "--batch-size", "8", "--lr", "3e-3"]
+    argv += ["--score-every", "20"]  # checkpoints at steps 20 and 40, each scored after training
     import contextlib
     import io
 
