@@ -62,17 +62,30 @@ def test_every_stage_leaves_its_artefacts(demo):
 def test_scored_checkpoints_form_a_learning_curve_ending_at_the_final_model(demo):
     out, _, printed = demo
     run = out / "runs" / "comm"
-    by_step = json.loads((run / "result.json").read_text())["by_step"]
+    result = json.loads((run / "result.json").read_text())
+    by_step = result["by_step"]
     assert sorted(int(step) for step in by_step) == [20, 40]
     for step in (20, 40):
         folder = run / "stage2" / f"checkpoint-{step}"
         assert len((folder / "answers.jsonl").read_text().splitlines()) == 5 * N_TEST
         assert len((folder / "answers_blind.jsonl").read_text().splitlines()) == 5 * N_TEST
     # the last checkpoint holds the final weights: scored again, it must give the final table's scores
-    result = json.loads((run / "result.json").read_text())
     assert by_step["40"] == [result["scores"], result["blind"]]
     assert "held-out scores (blind) of the stage-2 checkpoints" in printed
     assert "held-out scores (blind) of the stage-2 checkpoints" in (out / "results.md").read_text()
+
+
+def test_a_rerun_trains_afresh_instead_of_resuming_an_earlier_runs_checkpoints(tmp_path):
+    out = tmp_path / "out"
+    stale = out / "runs" / "comm" / "stage2" / "checkpoint-999"
+    stale.mkdir(parents=True)  # left by an earlier run: comm-train would try to resume from it
+    argv = ["--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--train", "40", "--test", "2"]
+    argv += ["--stage1-steps", "2", "--steps", "4", "--batch-size", "4", "--score-every", "2"]
+    main(argv)
+    assert not stale.exists()
+    run = out / "runs" / "comm"
+    assert sorted(int(s) for s in json.loads((run / "result.json").read_text())["by_step"]) == [2, 4]
+    assert [step for step, _ in losses(run / "stage2")][-1] == 4  # trained all 4 steps, from step 0
 
 
 def test_score_every_outside_the_run_is_refused(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,12 +118,15 @@ def run_preset(cfg: DemoConfig, preset: str, data_dir: Path, llm: Path) -> RunRe
             f"\n== {preset}: stage {stage} ({settings.steps} steps, batch {settings.batch_size}) ==",
             flush=True,
         )
+        stage_dir = run_dir / f"stage{stage}"
+        for _, stale in checkpoints(stage_dir):  # an earlier run's: comm-train would resume from them
+            shutil.rmtree(stale)
         argv = stage_argv(
             stage,
             llm,
             tower,
             data_dir,
-            run_dir / f"stage{stage}",
+            stage_dir,
             settings,
             seed=cfg.seed,
             recipe=cfg.recipe,
