@@ -28,6 +28,20 @@ def test_same_seed_same_build_and_a_finished_build_is_not_redone(tmp_path):
     assert not torch.equal(_weights(c)["model.embed_tokens.weight"], wa["model.embed_tokens.weight"])
 
 
+def test_init_std_sets_the_spread_of_the_random_weights_and_is_part_of_the_build_key(tmp_path):
+    default = build_tiny_llama(tmp_path / "m", CORPUS, vocab_size=300, hidden_size=64)
+    stamp = (default / "model.safetensors").stat().st_mtime_ns
+    wide = build_tiny_llama(tmp_path / "m", CORPUS, vocab_size=300, hidden_size=64, init_std=0.1)
+    assert (wide / "model.safetensors").stat().st_mtime_ns != stamp  # other settings: rebuilt
+    weights = _weights(wide)
+    for name in ("model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "lm_head.weight"):
+        assert abs(weights[name].float().std().item() - 0.1) < 0.01, name
+    config = AutoModelForCausalLM.from_pretrained(wide).config
+    assert config.initializer_range == 0.1
+    small = build_tiny_llama(tmp_path / "s", CORPUS, vocab_size=300, hidden_size=64, init_std=0.02)
+    assert abs(_weights(small)["model.embed_tokens.weight"].float().std().item() - 0.02) < 0.002
+
+
 def test_build_loads_back_with_special_tokens_and_a_chat_template(tmp_path):
     path = build_tiny_llama(tmp_path / "m", CORPUS, vocab_size=300, hidden_size=32, layers=1)
     tok = AutoTokenizer.from_pretrained(path)

@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.system,
         help="system prompt of stage-2 data and evaluation; 'default' keeps vicuna_v1's own",
     )
+    p.add_argument(
+        "--llm-init-std",
+        type=float,
+        default=d.llm.init_std,
+        help="standard deviation of the tiny LLM's random weights (Llama's own: 0.02, which learns far slower)",
+    )
     p.add_argument("--cache-dir", type=Path, default=None, help="where the tiny LLM is cached")
     p.add_argument(
         "--score-every",
@@ -70,6 +76,8 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
         raise SystemExit(
             "comm-demo: --steps, --stage1-steps, --batch-size, --train, --test and --turns must be >= 1"
         )
+    if not 0 < args.llm_init_std < 1:
+        raise SystemExit(f"comm-demo: --llm-init-std must lie in (0, 1), got {args.llm_init_std}")
     if args.score_every is not None and not 1 <= args.score_every <= args.steps:
         raise SystemExit(
             f"comm-demo: --score-every must lie in [1, --steps ({args.steps})], got {args.score_every}"
@@ -84,6 +92,7 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
         ),
         recipe=args.recipe,
         stage2=dataclasses.replace(d.stage2, steps=args.steps, batch_size=args.batch_size, lr=args.lr),
+        llm=dataclasses.replace(d.llm, init_std=args.llm_init_std),
         eval_limit=args.eval_limit,
         cache_dir=args.cache_dir,
         turns=args.turns,

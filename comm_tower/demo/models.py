@@ -25,6 +25,9 @@ class LlmSize:
     heads: int = 8
     vocab_size: int = 512
     max_length: int = 256
+    # Standard deviation of the random weights. Llama's 0.02 leaves a from-scratch model's attention uniform
+    # for hundreds of steps; at 0.1 it reads the image within the 10-minute budget (docs/demo.md, session 6).
+    init_std: float = 0.1
 
 
 def default_cache_dir() -> Path:
@@ -53,12 +56,13 @@ def ensure_demo_models(
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     encoders = ensure_tiny_encoders(default_tiny_dir())
     llm = build_tiny_llama(
-        cache / f"llm-h{size.hidden_size}-l{size.layers}-a{size.heads}-v{size.vocab_size}",
+        cache / f"llm-h{size.hidden_size}-l{size.layers}-a{size.heads}-v{size.vocab_size}-i{size.init_std:g}",
         corpus=corpus_from_data(data_dir),
         vocab_size=size.vocab_size,
         hidden_size=size.hidden_size,
         layers=size.layers,
         heads=size.heads,
         model_max_length=size.max_length,
+        init_std=size.init_std,
     )
     return {**encoders, "llm": llm}

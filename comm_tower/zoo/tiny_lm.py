@@ -94,8 +94,12 @@ def build_tiny_llama(
     heads: int = 4,
     model_max_length: int = 512,
     seed: int = 0,
+    init_std: float = 0.02,
 ) -> Path:
-    """Train a tokenizer on `corpus`, build a random tiny LlamaForCausalLM, save both to `out_dir`."""
+    """Train a tokenizer on `corpus`, build a random tiny LlamaForCausalLM, save both to `out_dir`.
+
+    `init_std`: standard deviation of the random weights (`initializer_range`; Llama's own is 0.02).
+    """
     out = Path(out_dir)
     corpus = list(corpus) if corpus else list(DEFAULT_CORPUS)
     params = dict(
@@ -106,6 +110,8 @@ def build_tiny_llama(
         model_max_length=model_max_length,
         seed=seed,
     )
+    if init_std != 0.02:  # only then, so the fingerprints of existing builds stay valid
+        params["init_std"] = init_std
     fingerprint = _fingerprint(corpus, **params)
     if is_complete_build(out, fingerprint):
         return out
@@ -125,6 +131,7 @@ def build_tiny_llama(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
+        initializer_range=init_std,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
