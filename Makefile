@@ -5,7 +5,7 @@
 # OMP_NUM_THREADS=1 (0.73 vs 1.20 s/step); on a machine shared with other jobs, set OMP_NUM_THREADS=1.
 # The demo installs only what it imports (the `demo` extra: matplotlib for the loss plot), not DeepSpeed,
 # bitsandbytes or the dev tools (a fresh venv took 137 s instead of 158 s, both measured with other jobs
-# running; 112 s on the idle machine); `make install` adds the rest.
+# running; 106-112 s on the idle machine); `make install` adds the rest.
 demo:
 	bash scripts/install.sh demo
 	.venv/bin/comm-demo

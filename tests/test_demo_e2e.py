@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from comm_tower.demo.__main__ import main
 from comm_tower.demo.evaluation import blind, load_model
-from comm_tower.demo.models import ensure_demo_models
+from comm_tower.demo.models import LlmSize, ensure_demo_models
 from comm_tower.demo.runner import METRIC_ROWS
 from comm_tower.demo.training import losses
 from comm_tower.eval.generation import pixel_values
@@ -91,6 +92,24 @@ def test_a_rerun_trains_afresh_instead_of_resuming_an_earlier_runs_checkpoints(t
 def test_score_every_outside_the_run_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="--score-every"):
         main(["--out", str(tmp_path), "--steps", "10", "--score-every", "11"])
+
+
+def test_llm_init_std_reaches_the_built_llm_and_nonsense_is_refused(tmp_path):
+    from comm_tower.demo.__main__ import build_parser, config_from_args
+
+    cfg = config_from_args(build_parser().parse_args(["--llm-init-std", "0.05"]))
+    assert cfg.llm == LlmSize(init_std=0.05)
+    assert config_from_args(build_parser().parse_args([])).llm == LlmSize()
+    with pytest.raises(SystemExit, match="--llm-init-std"):
+        main(["--out", str(tmp_path), "--llm-init-std", "0"])
+
+
+def test_demo_llm_weights_have_the_configured_spread(demo):
+    _, cache, _ = demo
+    (llm_dir,) = [p for p in cache.iterdir() if p.name.startswith("llm-")]
+    assert llm_dir.name.endswith(f"-i{LlmSize().init_std:g}")
+    embed = load_file(str(llm_dir / "model.safetensors"))["model.embed_tokens.weight"]
+    assert abs(embed.float().std().item() - LlmSize().init_std) < 0.1 * LlmSize().init_std
 
 
 def test_training_lowered_the_loss_in_both_stages(demo):
