@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from comm_tower.demo.__main__ import main
+from comm_tower.demo.__main__ import build_parser, config_from_args, main
 from comm_tower.demo.evaluation import blind, load_model
 from comm_tower.demo.models import LlmSize, ensure_demo_models
 from comm_tower.demo.runner import METRIC_ROWS
@@ -94,9 +94,7 @@ def test_score_every_outside_the_run_is_refused(tmp_path):
         main(["--out", str(tmp_path), "--steps", "10", "--score-every", "11"])
 
 
-def test_llm_init_std_reaches_the_built_llm_and_nonsense_is_refused(tmp_path):
-    from comm_tower.demo.__main__ import build_parser, config_from_args
-
+def test_llm_init_std_flag_sets_the_config_and_nonsense_is_refused(tmp_path):
     cfg = config_from_args(build_parser().parse_args(["--llm-init-std", "0.05"]))
     assert cfg.llm == LlmSize(init_std=0.05)
     assert config_from_args(build_parser().parse_args([])).llm == LlmSize()
