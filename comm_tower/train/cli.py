@@ -155,6 +155,10 @@ def main(argv: list[str] | None = None) -> None:
     ensure_deepspeed_comm(training_args)
 
     tokenizer = load_tokenizer(model_args, data_args, training_args)
+    # `--seed` governs the new modules' random init (projector, MFM, LoRA) too, not only the data order: the
+    # Trainer seeds only after the model exists, so without this the init depended on whatever the process
+    # had drawn before (a run that built the tiny encoders in-process started from other weights).
+    transformers.set_seed(training_args.seed)
     model = build_model(model_args, training_args)
     tower = model.get_vision_tower()
     model.config.tokenizer_padding_side = tokenizer.padding_side
