@@ -26,7 +26,7 @@ class LlmSize:
     vocab_size: int = 512
     max_length: int = 256
     # Standard deviation of the random weights. With Llama's 0.02 the demo's 150 / 450 steps stay at the blind
-    # baseline on yes/no; with 0.1, 4 of 6 measured runs end 29-35 points above it (docs/demo.md, session 6).
+    # baseline on yes/no; with 0.1, 4 of 7 measured runs end 29-35 points above it (docs/demo.md, session 6).
     init_std: float = 0.1
 
 
