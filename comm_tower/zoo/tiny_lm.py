@@ -36,6 +36,9 @@ DEFAULT_CORPUS = [
 ]
 
 
+LLAMA_INIT_STD = 0.02  # Llama's own `initializer_range`
+
+
 def _fingerprint(corpus: list[str], **params: object) -> str:
     """A stable hash of everything that determines the build."""
     blob = json.dumps({"corpus": corpus, **params}, sort_keys=True).encode()
@@ -94,7 +97,7 @@ def build_tiny_llama(
     heads: int = 4,
     model_max_length: int = 512,
     seed: int = 0,
-    init_std: float = 0.02,
+    init_std: float = LLAMA_INIT_STD,
 ) -> Path:
     """Train a tokenizer on `corpus`, build a random tiny LlamaForCausalLM, save both to `out_dir`.
 
@@ -110,7 +113,7 @@ def build_tiny_llama(
         model_max_length=model_max_length,
         seed=seed,
     )
-    if init_std != 0.02:  # only then, so the fingerprints of existing builds stay valid
+    if init_std != LLAMA_INIT_STD:  # only then, so the fingerprints of existing builds stay valid
         params["init_std"] = init_std
     fingerprint = _fingerprint(corpus, **params)
     if is_complete_build(out, fingerprint):
