@@ -280,6 +280,10 @@ def test_model_worker_serves_through_llavas_controller(runs):
         _wait_for("worker registration", listed, procs)
         address = requests.post(f"{controller}/get_worker_address", json={"model": name}, timeout=5).json()
         assert address["address"] == worker_url
+        # LLaVA's worker registers before its HTTP server listens: wait for the server itself
+        _wait_for(
+            "worker server", lambda: requests.post(f"{worker_url}/worker_get_status", timeout=5).ok, procs
+        )
 
         buffer = io.BytesIO()
         draw("yellow", "circle").save(buffer, format="PNG")
