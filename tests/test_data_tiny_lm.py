@@ -56,3 +56,16 @@ def test_build_loads_back_with_special_tokens_and_a_chat_template(tmp_path):
         [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
     )
     assert chat == "<s><|user|>\nhi</s>\n<|assistant|>\n"
+
+
+def test_decimal_numbers_stay_whole_and_the_text_round_trips(tmp_path):
+    boxes = [f"The {w} is at [0.28, 0.03, 0.72, 0.47]. Count: 3." for w in ("dog", "cat", "car")] * 20
+    path = build_tiny_llama(tmp_path / "m", boxes, vocab_size=400, hidden_size=32, layers=1)
+    tok = AutoTokenizer.from_pretrained(path)
+    text = "The cat is at [0.28, 0.03, 0.72, 0.47]."
+    # each number one token (GPT-2's split would give "0", ".", "28"); words whole, as the corpus repeats them
+    expected = ["The", "Ġcat", "Ġis", "Ġat", "Ġ[", "0.28", ",", "Ġ0.03", ",", "Ġ0.72", ",", "Ġ0.47", "]."]
+    assert tok.tokenize(text) == expected
+    assert tok.decode(tok(text).input_ids, skip_special_tokens=True) == text
+    unseen = "A 12.5 cm box, 3 items; isn't it?"  # numbers and words the corpus never had still round-trip
+    assert tok.decode(tok(unseen).input_ids, skip_special_tokens=True) == unseen

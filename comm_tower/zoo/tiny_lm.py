@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,12 @@ DEFAULT_CORPUS = [
 
 LLAMA_INIT_STD = 0.02  # Llama's own `initializer_range`
 
+# GPT-2's pre-tokenizer split, except that a decimal number ("0.28", " 0.72") stays one piece: a box then costs
+# 9 tokens instead of 17 once BPE has merged its numbers (the demo's stage-1 captions get 28 % shorter).
+_PIECES = r"'s|'t|'re|'ve|'m|'ll|'d| ?\d+\.\d+| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+# Part of the build fingerprint: bump it when the tokenizer's training changes, so caches are rebuilt.
+TOKENIZER_VERSION = 2
+
 
 def _fingerprint(corpus: list[str], **params: object) -> str:
     """A stable hash of everything that determines the build."""
@@ -49,7 +55,12 @@ def _train_tokenizer(corpus: list[str], vocab_size: int, model_max_length: int) 
     """Train a byte-level BPE tokenizer on `corpus` that adds `<s>` in front of every text."""
     specials = [UNK, BOS, EOS, PAD, *ROLE_TOKENS]
     tok = Tokenizer(models.BPE(unk_token=UNK))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_PIECES), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -112,6 +123,7 @@ def build_tiny_llama(
         heads=heads,
         model_max_length=model_max_length,
         seed=seed,
+        tokenizer_version=TOKENIZER_VERSION,
     )
     if init_std != LLAMA_INIT_STD:  # only then, so the fingerprints of existing builds stay valid
         params["init_std"] = init_std
