@@ -8,9 +8,9 @@ from typing import Any
 
 from torch import nn
 
-from comm_tower.config import CommSpec, SpecError
 from comm_tower.fusion.heads import build_head
 from comm_tower.fusion.projector import CommProjector
+from comm_tower.spec import CommSpec, SpecError
 from comm_tower.tower import CommVisionTower
 from comm_tower.zoo import expand_path, is_comm_tower_name, list_presets, spec_for_name, split_tower_name
 

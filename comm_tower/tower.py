@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from comm_tower.config import CommSpec, EncoderSpec
 from comm_tower.encoders import ENCODERS, VisionEncoder
 from comm_tower.processor import CommImageProcessor, renormalise
+from comm_tower.spec import CommSpec, EncoderSpec
 
 logger = logging.getLogger(__name__)
 

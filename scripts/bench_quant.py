@@ -76,7 +76,7 @@ def child(args: argparse.Namespace) -> None:
     """Load once in this process and print one JSON line of measurements."""
     import torch
 
-    from comm_tower.serve.loader import load_pretrained_model, part_dtypes
+    from comm_tower.inference.loading import load_pretrained_model, part_dtypes
 
     torch.set_num_threads(max(1, args.threads))
     on_cuda = args.device.startswith("cuda")

@@ -15,7 +15,7 @@ from PIL import Image
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from comm_tower.data.templates import Message, get_template
-from comm_tower.eval.generation import pixel_values
+from comm_tower.inference.generation import pixel_values
 
 QUESTION_1, ANSWER_1 = "What is in the image?", "A red square."
 QUESTION_2, ANSWER_2 = "What colour is it?", "It is red."

@@ -16,7 +16,7 @@ from comm_tower.demo.evaluation import blind, load_model
 from comm_tower.demo.models import LlmSize, ensure_demo_models
 from comm_tower.demo.runner import METRIC_ROWS
 from comm_tower.demo.training import losses
-from comm_tower.eval.generation import pixel_values
+from comm_tower.inference.generation import pixel_values
 
 pytestmark = pytest.mark.slow
 N_TEST = 6

@@ -4,9 +4,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from comm_tower.eval.generation import pixel_values
 from comm_tower.eval.metrics.boxes import to_original
 from comm_tower.eval.scoring import ASPECT_TO_FRAME
+from comm_tower.inference.generation import pixel_values
 from comm_tower.processor import CommImageProcessor
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 lmms_eval = pytest.importorskip("lmms_eval", reason="lmms-eval is not installed (pip install lmms-eval)")
 from lmms_eval.api.instance import Instance  # noqa: E402
 
-from comm_tower.eval.generation import GenerationConfig, generate_batch, pixel_values, prompt_ids  # noqa: E402
+from comm_tower.inference.generation import GenerationConfig, generate_batch, pixel_values, prompt_ids  # noqa: E402
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

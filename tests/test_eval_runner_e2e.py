@@ -6,9 +6,9 @@ import pytest
 from PIL import Image
 
 from comm_tower.eval.answering import answer_questions
-from comm_tower.eval.generation import GenerationConfig
 from comm_tower.eval.metrics import METRICS
 from comm_tower.eval.runner import build_parser, main, run
+from comm_tower.inference.generation import GenerationConfig
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def tiny_checkpoint(tiny_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_model(tiny_checkpoint):
     """(tokenizer, model, image_processor, context_len) through the project's loader."""
-    from comm_tower.serve.loader import load_pretrained_model
+    from comm_tower.inference.loading import load_pretrained_model
 
     return load_pretrained_model(str(tiny_checkpoint))
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from _serve_helpers import QUESTION_1, QUESTION_2, expected_answers, one_thread, trained_checkpoint
 
+from comm_tower.inference.loading import load_pretrained_model
 from comm_tower.serve.cli import main
-from comm_tower.serve.loader import load_pretrained_model
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

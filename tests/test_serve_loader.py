@@ -1,4 +1,4 @@
-"""comm_tower.serve.loader on a tiny trained checkpoint: fp32, NF4 4-bit and int8 on CPU, and its errors."""
+"""comm_tower.inference.loading on a tiny trained checkpoint: fp32, NF4 4-bit and int8 on CPU, and its errors."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from PIL import Image
 from transformers import AutoModelForCausalLM
 
 from comm_tower.data.templates import get_template
-from comm_tower.eval.generation import pixel_values
-from comm_tower.serve.loader import load_pretrained_model, part_dtypes
+from comm_tower.inference.generation import pixel_values
+from comm_tower.inference.loading import load_pretrained_model, part_dtypes
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ from _serve_helpers import QUESTION_1, one_thread, red_image
 from PIL import Image
 from transformers import AutoModelForCausalLM, CLIPVisionModel
 
-from comm_tower.eval.generation import pixel_values
-from comm_tower.serve.loader import load_pretrained_model, part_dtypes
+from comm_tower.inference.generation import pixel_values
+from comm_tower.inference.loading import load_pretrained_model, part_dtypes
 from comm_tower.zoo.tiny_lm import build_tiny_llama
 
 pytestmark = pytest.mark.slow

@@ -8,9 +8,9 @@ from _serve_helpers import QUESTION_1, QUESTION_2, expected_answers, one_thread,
 from PIL import Image
 from transformers import AutoTokenizer
 
-from comm_tower.serve.chat import ChatSession
-from comm_tower.serve.loader import load_pretrained_model
-from comm_tower.serve.streaming import TextChunkStreamer, stream_generate
+from comm_tower.inference.chat import ChatSession
+from comm_tower.inference.loading import load_pretrained_model
+from comm_tower.inference.streaming import TextChunkStreamer, stream_generate
 
 pytestmark = pytest.mark.slow
 

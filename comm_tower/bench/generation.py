@@ -15,8 +15,8 @@ from transformers import AutoTokenizer
 from comm_tower.bench.llm import VOCAB, comm_model
 from comm_tower.bench.report import Row
 from comm_tower.bench.sizes import BenchSize
-from comm_tower.serve.chat import ChatSession
-from comm_tower.serve.loader import load_pretrained_model
+from comm_tower.inference.chat import ChatSession
+from comm_tower.inference.loading import load_pretrained_model
 from comm_tower.zoo.tiny_lm import build_tiny_llama
 
 logger = logging.getLogger(__name__)

@@ -10,9 +10,9 @@ from torch import nn
 
 from comm_tower.bench.report import Row
 from comm_tower.bench.timing import interleaved, paired_ratio, peak_memory_mib
-from comm_tower.config import CommSpec
 from comm_tower.fusion.mfm import LlnLayerScaleFusion
 from comm_tower.fusion.projector import CommProjector
+from comm_tower.spec import CommSpec
 
 
 def per_layer_loop(mfm: LlnLayerScaleFusion, x: torch.Tensor) -> torch.Tensor:

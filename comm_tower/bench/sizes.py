@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel, Dinov2Config, Dinov2Model
 
-from comm_tower.config import CommSpec
 from comm_tower.registry import Registry
+from comm_tower.spec import CommSpec
 from comm_tower.zoo import load_preset, resolve_spec
 
 logger = logging.getLogger(__name__)

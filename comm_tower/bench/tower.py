@@ -9,9 +9,9 @@ from transformers import PreTrainedModel
 
 from comm_tower.bench.report import Row
 from comm_tower.bench.timing import interleaved, paired_ratio, peak_memory_mib
-from comm_tower.config import CommSpec
 from comm_tower.encoders import ENCODERS
 from comm_tower.processor import renormalise
+from comm_tower.spec import CommSpec
 from comm_tower.tower import CommVisionTower, encoder_norm
 
 

@@ -15,11 +15,17 @@ from typing import Any
 import torch
 
 from comm_tower.eval.answering import answer_questions
-from comm_tower.eval.generation import GenerationConfig, generate_batch, pixel_values, prompt_ids, user_text
 from comm_tower.eval.questions import load_questions
 from comm_tower.eval.runner import merged_samples
 from comm_tower.eval.scoring import score_samples
 from comm_tower.eval.tasks import TASKS
+from comm_tower.inference.generation import (
+    GenerationConfig,
+    generate_batch,
+    pixel_values,
+    prompt_ids,
+    user_text,
+)
 
 logger = logging.getLogger(__name__)
 GEN = GenerationConfig(max_new_tokens=24)
@@ -27,7 +33,7 @@ GEN = GenerationConfig(max_new_tokens=24)
 
 def load_model(model_dir: Path) -> tuple[Any, Any, Any]:
     """(tokenizer, model, image_processor) of a stage-2 checkpoint, on CPU in float32."""
-    from comm_tower.serve.loader import load_pretrained_model
+    from comm_tower.inference.loading import load_pretrained_model
 
     tokenizer, model, processor, _ = load_pretrained_model(str(model_dir), device="cpu", dtype=torch.float32)
     return tokenizer, model, processor

@@ -11,8 +11,14 @@ from typing import Any
 from tqdm import tqdm
 
 from comm_tower.data.images import load_image
-from comm_tower.eval.generation import GenerationConfig, generate_batch, pixel_values, prompt_ids, user_text
 from comm_tower.eval.questions import answered_ids, append_answers
+from comm_tower.inference.generation import (
+    GenerationConfig,
+    generate_batch,
+    pixel_values,
+    prompt_ids,
+    user_text,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ from typing import Any
 import torch
 
 from comm_tower.eval.answering import answer_questions
-from comm_tower.eval.generation import GenerationConfig
 from comm_tower.eval.questions import load_questions
 from comm_tower.eval.runner import merged_samples
 from comm_tower.eval.scoring import score_samples
 from comm_tower.eval.tasks import TASKS
+from comm_tower.inference.generation import GenerationConfig
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 lmms-eval finds plugins through the entry-point group `lmms_eval.models`; setup.py registers
 `comm = comm_tower.eval.lmms_plugin:manifest`, whose payload (a callable returning a `ModelManifest`)
 points lmms-eval at `CommLmms`. Requests are answered through the same prompt and generation code as
-comm-eval (`comm_tower.eval.generation`). This module imports lmms_eval, so only lmms-eval imports it.
+comm-eval (`comm_tower.inference.generation`). This module imports lmms_eval, so only lmms-eval imports it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from lmms_eval.models.registry_v2 import ModelManifest
 from PIL import Image
 from tqdm import tqdm
 
-from comm_tower.eval.generation import (
+from comm_tower.eval.metrics.boxes import boxes_to_original_fractions
+from comm_tower.eval.scoring import ASPECT_TO_FRAME
+from comm_tower.inference.generation import (
     GenerationConfig,
     continuation_logprob,
     generate_batch,
@@ -26,8 +28,6 @@ from comm_tower.eval.generation import (
     prompt_ids,
     user_text,
 )
-from comm_tower.eval.metrics.boxes import boxes_to_original_fractions
-from comm_tower.eval.scoring import ASPECT_TO_FRAME
 
 logger = logging.getLogger(__name__)
 MODEL_ID = "comm"
@@ -47,7 +47,7 @@ def _truncate_at_stops(text: str, until: list[str] | str | None) -> str:
 
 
 class CommLmms(lmms):
-    """A COMM checkpoint (loaded by `comm_tower.serve.loader`) behind lmms-eval's simple-model interface."""
+    """A COMM checkpoint (loaded by `comm_tower.inference.loading`) behind lmms-eval's simple-model interface."""
 
     is_simple = True
 
@@ -71,7 +71,7 @@ class CommLmms(lmms):
         if bundle is None:
             if not pretrained:
                 raise ValueError("comm: pass --model_args pretrained=/path/to/checkpoint")
-            from comm_tower.serve.loader import load_pretrained_model
+            from comm_tower.inference.loading import load_pretrained_model
 
             bundle = load_pretrained_model(
                 pretrained, model_base, device=device, dtype=getattr(torch, dtype) if dtype else None

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from comm_tower.eval.answering import answer_questions
-from comm_tower.eval.generation import GenerationConfig
 from comm_tower.eval.metrics import Scores
 from comm_tower.eval.paper_numbers import CONTROLLED
 from comm_tower.eval.questions import load_answers, load_questions
 from comm_tower.eval.report import results_table
 from comm_tower.eval.scoring import ASPECT_TO_FRAME, score_samples
 from comm_tower.eval.tasks import TASKS
+from comm_tower.inference.generation import GenerationConfig
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def load_model(args: argparse.Namespace) -> tuple[Any, Any, Any, int]:
     """(tokenizer, model, image_processor, context_len) through the project's loader."""
     import torch
 
-    from comm_tower.serve.loader import load_pretrained_model
+    from comm_tower.inference.loading import load_pretrained_model
 
     if not args.model_path:
         raise SystemExit("comm-eval: --model-path is required unless --score-only is given")

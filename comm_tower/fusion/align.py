@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from comm_tower.config import AlignSpec
 from comm_tower.registry import Registry
+from comm_tower.spec import AlignSpec
 
 ACTIVATIONS: Registry[type[nn.Module]] = Registry("activation")
 ACTIVATIONS.register("gelu")(nn.GELU)

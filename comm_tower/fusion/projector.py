@@ -10,10 +10,10 @@ import dataclasses
 import torch
 from torch import nn
 
-from comm_tower.config import AlignSpec, CommSpec, EncoderSpec
 from comm_tower.fusion.align import build_align
 from comm_tower.fusion.heads import build_head
 from comm_tower.fusion.mfm import FUSIONS, needs_align_mlp, unit_layer_norm
+from comm_tower.spec import AlignSpec, CommSpec, EncoderSpec
 
 
 class Branch(nn.Module):

@@ -2,12 +2,12 @@
 
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from comm_tower.model.builder import (
+from comm_tower.model.assembly import (
     from_language_model,
     load_lora_model,
     load_pretrained_projector,
 )
-from comm_tower.model.config import MODEL_TYPE, CommLlavaConfig
+from comm_tower.model.configuration import MODEL_TYPE, CommLlavaConfig
 from comm_tower.model.modeling import CommLlavaForCausalLM
 
 AutoConfig.register(MODEL_TYPE, CommLlavaConfig, exist_ok=True)

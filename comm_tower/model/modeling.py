@@ -10,7 +10,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from comm_tower.model.config import CommLlavaConfig
+from comm_tower.model.configuration import CommLlavaConfig
 from comm_tower.model.splice import SplicedBatch, splice_image_features
 from comm_tower.model.tower_io import build_projector, build_tower_for_reload
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 EXIT_WORDS = ("exit", "quit")
 
 if TYPE_CHECKING:
-    from comm_tower.serve.chat import ChatSession
+    from comm_tower.inference.chat import ChatSession
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def open_session(args: argparse.Namespace) -> ChatSession:
     """Load the model the flags name and wrap it in a chat session (shared by comm-chat and comm-web)."""
-    from comm_tower.serve.chat import ChatSession
-    from comm_tower.serve.loader import load_pretrained_model
+    from comm_tower.inference.chat import ChatSession
+    from comm_tower.inference.loading import load_pretrained_model
 
     tokenizer, model, processor, context_len = load_pretrained_model(
         args.model_path,

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from comm_tower.serve.chat import ChatSession
+from comm_tower.inference.chat import ChatSession
 from comm_tower.serve.inputs import ImageInputError, open_image
 
 logger = logging.getLogger(__name__)

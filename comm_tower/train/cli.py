@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from comm_tower.data import make_supervised_data_module
 from comm_tower.data.dataset import DataArguments
 from comm_tower.model import CommLlavaForCausalLM, from_language_model, load_pretrained_projector
-from comm_tower.model.builder import is_comm_llava_checkpoint
+from comm_tower.model.assembly import is_comm_llava_checkpoint
 from comm_tower.train.arguments import VERSION_TO_TEMPLATE, ModelArguments, TrainingArguments
 from comm_tower.train.attention import pick_attention
 from comm_tower.train.freeze import apply_plan, plan_for

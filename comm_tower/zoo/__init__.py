@@ -10,8 +10,8 @@ import os
 import re
 from pathlib import Path
 
-from comm_tower.config import CommSpec, SpecError
 from comm_tower.encoders import ENCODERS
+from comm_tower.spec import CommSpec, SpecError
 
 logger = logging.getLogger(__name__)
 

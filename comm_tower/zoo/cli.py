@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 
-from comm_tower.config import SpecError
 from comm_tower.fusion.heads import HEADS
 from comm_tower.fusion.mfm import FUSIONS
+from comm_tower.spec import SpecError
 from comm_tower.zoo import list_presets, load_preset, resolve_spec
 
 

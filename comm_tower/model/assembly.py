@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
-from comm_tower.model.config import MODEL_TYPE, CommLlavaConfig
+from comm_tower.model.configuration import MODEL_TYPE, CommLlavaConfig
 from comm_tower.model.modeling import CommLlavaForCausalLM
 from comm_tower.model.tower_io import build_projector, build_tower_for_training
 from comm_tower.model.zero import load_state_dict_gathered

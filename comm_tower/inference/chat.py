@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from comm_tower.data.templates import Message, get_template
-from comm_tower.eval.generation import pixel_values, user_text
-from comm_tower.serve.streaming import stream_generate
+from comm_tower.inference.generation import pixel_values, user_text
+from comm_tower.inference.streaming import stream_generate
 
 logger = logging.getLogger(__name__)
 

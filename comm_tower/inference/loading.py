@@ -15,11 +15,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from comm_tower.model import CommLlavaConfig, CommLlavaForCausalLM, load_pretrained_projector
-from comm_tower.model.builder import is_comm_llava_checkpoint
-from comm_tower.model.config import MODEL_TYPE
-from comm_tower.model.tower_io import build_projector, build_tower_for_training
-from comm_tower.serve.checkpoints import (
+from comm_tower.inference.checkpoints import (
     NON_LORA_FILE,
     PROJECTOR_FILE,
     CheckpointKind,
@@ -27,7 +23,7 @@ from comm_tower.serve.checkpoints import (
     has_tokenizer,
     model_type,
 )
-from comm_tower.serve.devices import (
+from comm_tower.inference.devices import (
     KEEP_FLOAT_IN_COMM,
     KEEP_FLOAT_IN_LLM,
     is_quantized_module,
@@ -35,6 +31,10 @@ from comm_tower.serve.devices import (
     resolve_device,
     resolve_dtype,
 )
+from comm_tower.model import CommLlavaConfig, CommLlavaForCausalLM, load_pretrained_projector
+from comm_tower.model.assembly import is_comm_llava_checkpoint
+from comm_tower.model.configuration import MODEL_TYPE
+from comm_tower.model.tower_io import build_projector, build_tower_for_training
 
 logger = logging.getLogger(__name__)
 
