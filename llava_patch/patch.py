@@ -143,7 +143,7 @@ def apply() -> LlavaFlavour:
 
 
 def remove() -> None:
-    """Undo `apply()`: put LLaVA's own builders back everywhere (tests, or switching back in a session)."""
+    """Undo `apply()`: put LLaVA's own builders back everywhere (tests, or switching back in a running process)."""
     with _lock:
         for module_name, attr in BUILDERS:
             module = sys.modules.get(module_name)

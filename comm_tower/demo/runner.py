@@ -40,8 +40,8 @@ class DemoConfig:
     seed: int = 0
     n_train: int = 3000
     n_test: int = 120
-    # sized to the 10-minute budget on 2 cores (installation included); see docs/demo.md for the measurements.
-    # Stage 1 is cheap (short captions): 300 steps instead of 150 took seeds 3 and 4 over the yes/no target.
+    # sized to the 10-minute budget on 2 cores (installation included); see docs/demo.md for the figures.
+    # Stage 1 is cheap (short captions): with 300 steps yes/no clears the target on seeds where 150 do not.
     stage1: StageSettings = field(default_factory=lambda: StageSettings(steps=300, batch_size=32, lr=2e-3))
     stage2: StageSettings = field(default_factory=lambda: StageSettings(steps=450, batch_size=32, lr=2e-3))
     llm: LlmSize = field(default_factory=LlmSize)
@@ -56,7 +56,7 @@ class DemoConfig:
     # present, its box means finding it by colour and shape (what existence questions need).
     caption_order: str = "category"
     # Replaces vicuna_v1's 30-token system prompt, which a randomly initialised LLM attends to as much as to
-    # the image (measured: it kept yes/no at the blind baseline).
+    # the image (with it, yes/no stays at the blind baseline).
     system: str | None = "Answer about the image."
     eval_limit: int | None = None
     cache_dir: Path | None = None

@@ -165,8 +165,8 @@ class _FoldedMatmul(torch.autograd.Function):
     Autograd of the same expression allocates several `[L*C, C_out]` temporaries (the scaled weight's
     gradient, the product for `s`'s gradient, the bias outer product); here the weight gradient is the
     one matmul `z^T g`, scaled and rank-1 updated in place. (Doing those passes block by block in cache
-    was tried: a few percent faster on an idle CPU, several times slower when another process competes
-    for a core, because every small multi-threaded op waits on a descheduled thread.) The forward
+    is a few percent faster on an idle CPU but several times slower when another process competes for
+    a core, because every small multi-threaded op waits on a descheduled thread.) The forward
     applies `s` and `t` to whichever is smaller: the `[M, L*C]` tokens (`(z*s + t) @ W`, no bias
     matrix-vector product) or the weight.
     """

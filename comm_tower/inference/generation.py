@@ -1,6 +1,6 @@
 """The one place that talks to the model: prompts -> token ids, images -> pixels, and the generate call.
 
-Contract (issue 4, LLaVA's): the model is a Hugging Face causal LM whose `generate(input_ids, images=...,
+Contract (LLaVA's): the model is a Hugging Face causal LM whose `generate(input_ids, images=...,
 image_sizes=..., attention_mask=...)` and `forward(input_ids, images=...)` accept input_ids holding
 IMAGE_TOKEN_INDEX (-200) where the image goes. Batches are left-padded with an attention mask.
 """
