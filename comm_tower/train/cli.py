@@ -136,12 +136,24 @@ def load_tokenizer(model_args: ModelArguments, data_args: DataArguments, trainin
     return tok
 
 
-def find_resume(training_args: TrainingArguments) -> str | bool | None:
-    """`--resume_from_checkpoint` as given; else the latest `checkpoint-*` in the output dir (LLaVA's rule)."""
+def find_resume(training_args: TrainingArguments) -> str | None:
+    """`--resume_from_checkpoint` as given; else the newest complete `checkpoint-*` in the output dir.
+
+    A checkpoint is complete once the Trainer wrote its `trainer_state.json` (its last file); a run killed
+    while saving leaves one without it, which is passed over with a warning instead of failing the rerun.
+    """
     if training_args.resume_from_checkpoint:
         return training_args.resume_from_checkpoint
-    if list(pathlib.Path(training_args.output_dir).glob("checkpoint-*")):
-        return True
+    found = sorted(
+        (p for p in pathlib.Path(training_args.output_dir).glob("checkpoint-*") if p.name[11:].isdigit()),
+        key=lambda p: int(p.name[11:]),
+        reverse=True,
+    )
+    for folder in found:
+        if (folder / "trainer_state.json").is_file():
+            logger.info("resuming from %s", folder)
+            return str(folder)
+        logger.warning("%s is incomplete (no trainer_state.json; saving was interrupted): skipped", folder)
     return None
 
 

@@ -9,7 +9,8 @@ import torch
 from transformers import Trainer
 
 from comm_tower.data import ModalityLengthGroupedSampler
-from comm_tower.model.zero import gathered_state_dict
+from comm_tower.model.assembly import read_projector_file
+from comm_tower.model.zero import gathered_state_dict, load_state_dict_gathered
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,22 @@ class CommTrainer(Trainer):
             "optimizer: projector lr %g, other lr %g", self.args.mm_projector_lr, self.args.learning_rate
         )
         return self.optimizer
+
+    def _load_from_checkpoint(
+        self, resume_from_checkpoint: str, model: torch.nn.Module | None = None
+    ) -> None:
+        """Stage-1 checkpoints hold only `mm_projector.bin`: restore the projector from it.
+
+        The Trainer restores optimizer, scheduler, RNG and step itself; its own weight loader wants whole-model
+        weights and refuses a projector-only folder. Other checkpoints (and DeepSpeed's) load as usual.
+        """
+        path = os.path.join(resume_from_checkpoint, PROJECTOR_FILE)
+        if not (getattr(self.args, "tune_mm_mlp_adapter", False) and os.path.isfile(path)):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+            return
+        target = unwrap_peft(model if model is not None else self.model)
+        load_state_dict_gathered(target.model.mm_projector, read_projector_file(path), where=path)
+        logger.info("resumed the projector from %s", path)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Stage 1 writes only `mm_projector.bin` (+ config); otherwise the full model (or LoRA adapters)."""
