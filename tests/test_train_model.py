@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 from comm_tower.constants import IMAGE_TOKEN_INDEX
-from comm_tower.model import CommLlavaForCausalLM, from_language_model
+from comm_tower.model import CommLlavaForCausalLM, assemble_model
 from comm_tower.train.freeze import apply_plan, count_by_part, plan_for
 from comm_tower.train.lora import add_lora, find_lora_targets
 from comm_tower.zoo.tiny import ensure_tiny_encoders
@@ -24,7 +24,7 @@ def llm_dir(tmp_path_factory) -> Path:
 def _model(llm_dir: Path, projector: str = "mlp2x_gelu") -> CommLlavaForCausalLM:
     torch.manual_seed(0)
     llm = AutoModelForCausalLM.from_pretrained(llm_dir)
-    return from_language_model(llm, "tiny-comm", projector).eval()
+    return assemble_model(llm, "tiny-comm", projector).eval()
 
 
 def _batch(model: CommLlavaForCausalLM) -> dict:
@@ -96,7 +96,7 @@ def test_qlora_4bit_trains_adapters_and_leaves_tower_unquantised(llm_dir):
         bnb_4bit_compute_dtype=torch.float32,
     )
     llm = AutoModelForCausalLM.from_pretrained(llm_dir, quantization_config=quant, device_map="cpu")
-    model = from_language_model(llm, "tiny-comm", "linear")
+    model = assemble_model(llm, "tiny-comm", "linear")
     model = add_lora(model, r=4, alpha=8, dropout=0.0, bias="none", quantized=True)
     apply_plan(model, plan_for(False, False, False, True))
     assert all(p.dtype == torch.float32 for p in model.base_model.model.get_vision_tower().parameters())

@@ -9,11 +9,10 @@ import torch
 from transformers import Trainer
 
 from comm_tower.data import ModalityLengthGroupedSampler
+from comm_tower.model.assembly import NON_LORA_FILE, PROJECTOR_FILE
 from comm_tower.model.zero import gathered_state_dict
 
 logger = logging.getLogger(__name__)
-
-PROJECTOR_FILE = "mm_projector.bin"
 
 
 def unwrap_peft(model: torch.nn.Module) -> torch.nn.Module:
@@ -84,5 +83,5 @@ class CommTrainer(Trainer):
         if getattr(self.args, "lora_enable", False):
             state = projector_state_dict(self.model)
             if self.args.should_save:
-                torch.save(state, os.path.join(output_dir, "non_lora_trainables.bin"))
+                torch.save(state, os.path.join(output_dir, NON_LORA_FILE))
                 unwrap_peft(self.model).config.save_pretrained(output_dir)
