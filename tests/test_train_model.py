@@ -109,6 +109,26 @@ def test_qlora_4bit_trains_adapters_and_leaves_tower_unquantised(llm_dir):
     assert grads and all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
 
 
+def test_qlora_continued_from_a_comm_llava_model_quantises_only_the_llm(llm_dir, tmp_path):
+    import bitsandbytes as bnb
+
+    from comm_tower.train.arguments import ModelArguments, TrainingArguments
+    from comm_tower.train.cli import build_model
+
+    _model(llm_dir).save_pretrained(tmp_path / "comm")
+    margs = ModelArguments(model_name_or_path=str(tmp_path / "comm"))
+    targs = TrainingArguments(
+        output_dir=str(tmp_path / "out"), use_cpu=True, report_to=[], bits=4, lora_enable=True
+    )
+    model = build_model(margs, targs)
+    linears = {n: m for n, m in model.language_model.named_modules() if isinstance(m, torch.nn.Linear)}
+    four_bit = {n for n, m in linears.items() if isinstance(m, bnb.nn.Linear4bit)}
+    assert four_bit == set(linears) - {"lm_head"}  # every LLM linear but the output head
+    for part in (model.get_vision_tower(), model.get_model().mm_projector, model.language_model.lm_head):
+        assert not any(isinstance(m, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)) for m in part.modules())
+        assert {p.dtype for p in part.parameters()} == {torch.float32}
+
+
 def test_projector_learning_rate_gets_its_own_groups(llm_dir, tmp_path):
     from comm_tower.train.arguments import TrainingArguments
     from comm_tower.train.trainer import CommTrainer
