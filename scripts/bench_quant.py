@@ -115,7 +115,7 @@ def build_synthetic(folder: Path, hidden: int, layers: int, vocab: int) -> Path:
     """A full COMM checkpoint: a random Llama of the given size + the tiny-comm tower, saved in fp32."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from comm_tower.model import from_language_model
+    from comm_tower.model import assemble_model
     from comm_tower.zoo.tiny import default_tiny_dir, ensure_tiny_encoders
     from comm_tower.zoo.tiny_lm import build_tiny_llama
 
@@ -134,7 +134,7 @@ def build_synthetic(folder: Path, hidden: int, layers: int, vocab: int) -> Path:
         pad_token_id=tokenizer.pad_token_id,
     )
     llm = LlamaForCausalLM(config)
-    model = from_language_model(llm, "tiny-comm", "linear")
+    model = assemble_model(llm, "tiny-comm", "linear")
     out = folder / "model"
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -31,7 +31,7 @@ from transformers import (
 )
 
 from comm_tower.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from comm_tower.model import from_language_model
+from comm_tower.model import assemble_model
 from comm_tower.train.freeze import apply_plan, plan_for
 
 
@@ -78,7 +78,7 @@ def build(cfg: BenchConfig, root: Path, device: torch.device, dtype: torch.dtype
     )
     llm.config._attn_implementation = "sdpa"
     tower = f"tiny-comm:clip={root / 'clip'},dinov2={root / 'dinov2'}"
-    model = from_language_model(llm, tower, "mlp2x_gelu").to(device=device, dtype=dtype)
+    model = assemble_model(llm, tower, "mlp2x_gelu").to(device=device, dtype=dtype)
     apply_plan(model, plan_for(stage == 1, False, False, False))
     return model
 

@@ -49,7 +49,7 @@ def one_thread() -> Iterator[None]:
 @functools.lru_cache(maxsize=1)
 def trained_checkpoint(tiny_dir: Path, steps: int = 100) -> Path:
     """Train LLM + projector of a tiny-comm model on the chat above (Adam, fp32, CPU) and save it whole."""
-    from comm_tower.model import from_language_model
+    from comm_tower.model import assemble_model
     from comm_tower.zoo.tiny_lm import build_tiny_llama
 
     root = Path(tempfile.mkdtemp(prefix="comm_serve_"))
@@ -58,7 +58,7 @@ def trained_checkpoint(tiny_dir: Path, steps: int = 100) -> Path:
     lm_dir = build_tiny_llama(root / "lm")
     tokenizer = AutoTokenizer.from_pretrained(lm_dir)
     torch.manual_seed(0)
-    model = from_language_model(AutoModelForCausalLM.from_pretrained(lm_dir), "tiny-comm", "linear")
+    model = assemble_model(AutoModelForCausalLM.from_pretrained(lm_dir), "tiny-comm", "linear")
     model.config.image_aspect_ratio = "pad"
     model.config.tokenizer_model_max_length = tokenizer.model_max_length
     ids, labels = get_template("vicuna_v1").encode(conversation(with_answers=True), tokenizer)

@@ -53,12 +53,12 @@ def plugin(tiny_dir, tmp_path_factory):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from comm_tower.eval.lmms_plugin import CommLmms
-    from comm_tower.model import from_language_model
+    from comm_tower.model import assemble_model
     from comm_tower.zoo.tiny_lm import build_tiny_llama
 
     root = tmp_path_factory.mktemp("tiny_comm_lmms")
     lm_dir = build_tiny_llama(root / "lm")
-    model = from_language_model(AutoModelForCausalLM.from_pretrained(lm_dir), "tiny-clip", "linear")
+    model = assemble_model(AutoModelForCausalLM.from_pretrained(lm_dir), "tiny-clip", "linear")
     model.save_pretrained(root / "model")
     AutoTokenizer.from_pretrained(lm_dir).save_pretrained(root / "model")
     lm = CommLmms.create_from_arg_string(f"pretrained={root / 'model'},device=cpu,max_new_tokens=4")

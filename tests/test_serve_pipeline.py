@@ -141,6 +141,25 @@ def test_stage1_projector_only_on_base_llm(trained, tiny_dir):
     _generates(bundle, trained)
 
 
+def test_stage1_reload_gives_the_logits_of_the_model_training_builds(trained, tmp_path):
+    from comm_tower.train.arguments import ModelArguments, TrainingArguments
+    from comm_tower.train.cli import build_model
+
+    # what comm-train builds for stage 2 from this stage 1: base LLM + tower + the saved projector
+    margs = ModelArguments(
+        model_name_or_path=str(trained / "lm"),
+        vision_tower="tiny-comm",
+        pretrain_mm_mlp_adapter=str(trained / "s1" / "mm_projector.bin"),
+    )
+    targs = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+    with one_thread():
+        for_training = build_model(margs, targs).eval()
+        tokenizer, loaded, _, _ = load_pretrained_model(str(trained / "s1"), model_base=str(trained / "lm"))
+    want = _logits(for_training, tokenizer, trained)
+    got = _logits(loaded, tokenizer, trained)
+    assert torch.equal(got, want), (got - want).abs().max()
+
+
 def test_stage1_in_4bit_keeps_tower_and_projector_float(trained):
     with one_thread():
         bundle = load_pretrained_model(str(trained / "s1"), model_base=str(trained / "lm"), load_4bit=True)
@@ -152,14 +171,14 @@ def test_stage1_in_4bit_keeps_tower_and_projector_float(trained):
 def test_lora_merged_on_load_equals_the_unmerged_adapters(trained):
     from peft import PeftModel
 
-    from comm_tower.model import from_language_model, load_pretrained_projector
+    from comm_tower.model import assemble_model, load_projector
 
     with one_thread():
         tokenizer, merged, _, _ = load_pretrained_model(str(trained / "lora"), model_base=str(trained / "lm"))
     assert not any("lora_" in name for name, _ in merged.named_modules())
     # independent reference: base LLM + fresh tower, stage-2 projector, adapters applied by peft, NOT merged
-    base = from_language_model(AutoModelForCausalLM.from_pretrained(trained / "lm"), "tiny-comm", "linear")
-    load_pretrained_projector(base, str(trained / "lora" / "non_lora_trainables.bin"))
+    base = assemble_model(AutoModelForCausalLM.from_pretrained(trained / "lm"), "tiny-comm", "linear")
+    load_projector(base, str(trained / "lora" / "non_lora_trainables.bin"))
     without = _logits(base, tokenizer, trained)
     unmerged = PeftModel.from_pretrained(base, trained / "lora").eval()
     want = _logits(unmerged, tokenizer, trained)

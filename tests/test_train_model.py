@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 from comm_tower.constants import IMAGE_TOKEN_INDEX
-from comm_tower.model import CommLlavaForCausalLM, from_language_model
+from comm_tower.model import CommLlavaForCausalLM, assemble_model
 from comm_tower.train.freeze import apply_plan, count_by_part, plan_for
 from comm_tower.train.lora import add_lora, find_lora_targets
 from comm_tower.zoo.tiny import ensure_tiny_encoders
@@ -24,7 +24,7 @@ def llm_dir(tmp_path_factory) -> Path:
 def _model(llm_dir: Path, projector: str = "mlp2x_gelu") -> CommLlavaForCausalLM:
     torch.manual_seed(0)
     llm = AutoModelForCausalLM.from_pretrained(llm_dir)
-    return from_language_model(llm, "tiny-comm", projector).eval()
+    return assemble_model(llm, "tiny-comm", projector).eval()
 
 
 def _batch(model: CommLlavaForCausalLM) -> dict:
@@ -96,7 +96,7 @@ def test_qlora_4bit_trains_adapters_and_leaves_tower_unquantised(llm_dir):
         bnb_4bit_compute_dtype=torch.float32,
     )
     llm = AutoModelForCausalLM.from_pretrained(llm_dir, quantization_config=quant, device_map="cpu")
-    model = from_language_model(llm, "tiny-comm", "linear")
+    model = assemble_model(llm, "tiny-comm", "linear")
     model = add_lora(model, r=4, alpha=8, dropout=0.0, bias="none", quantized=True)
     apply_plan(model, plan_for(False, False, False, True))
     assert all(p.dtype == torch.float32 for p in model.base_model.model.get_vision_tower().parameters())
@@ -107,6 +107,26 @@ def test_qlora_4bit_trains_adapters_and_leaves_tower_unquantised(llm_dir):
     out.loss.backward()
     grads = [p.grad for n, p in model.named_parameters() if "lora_B" in n]
     assert grads and all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_qlora_continued_from_a_comm_llava_model_quantises_only_the_llm(llm_dir, tmp_path):
+    import bitsandbytes as bnb
+
+    from comm_tower.train.arguments import ModelArguments, TrainingArguments
+    from comm_tower.train.cli import build_model
+
+    _model(llm_dir).save_pretrained(tmp_path / "comm")
+    margs = ModelArguments(model_name_or_path=str(tmp_path / "comm"))
+    targs = TrainingArguments(
+        output_dir=str(tmp_path / "out"), use_cpu=True, report_to=[], bits=4, lora_enable=True
+    )
+    model = build_model(margs, targs)
+    linears = {n: m for n, m in model.language_model.named_modules() if isinstance(m, torch.nn.Linear)}
+    four_bit = {n for n, m in linears.items() if isinstance(m, bnb.nn.Linear4bit)}
+    assert four_bit == set(linears) - {"lm_head"}  # every LLM linear but the output head
+    for part in (model.get_vision_tower(), model.get_model().mm_projector, model.language_model.lm_head):
+        assert not any(isinstance(m, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)) for m in part.modules())
+        assert {p.dtype for p in part.parameters()} == {torch.float32}
 
 
 def test_projector_learning_rate_gets_its_own_groups(llm_dir, tmp_path):

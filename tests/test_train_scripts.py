@@ -298,7 +298,7 @@ def test_zero3_loads_tower_and_projector_with_real_weights(runs, tmp_path):
 
 
 def test_lora_output_holds_llm_adapters_and_projector_and_merges(runs):
-    from comm_tower.model import load_lora_model
+    from comm_tower.model import assemble_model, load_lora
 
     adapter = load_file(runs["lora"] / "adapter_model.safetensors")
     assert adapter and all("language_model." in k and "vision_tower" not in k for k in adapter)
@@ -306,8 +306,9 @@ def test_lora_output_holds_llm_adapters_and_projector_and_merges(runs):
     assert projector and all(k.startswith("model.mm_projector.") for k in projector)
     ids = torch.tensor([[1, 20, IMAGE_TOKEN_INDEX, 33, 44, 55]])
     pixels = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(4))
-    merged = load_lora_model(str(runs["lora"]), str(runs["llm"])).eval()
-    unmerged = load_lora_model(str(runs["lora"]), str(runs["llm"]), merge=False).eval()
+    config = AutoConfig.from_pretrained(runs["lora"])  # the run's tower and projector settings
+    merged = load_lora(assemble_model(str(runs["llm"]), config), str(runs["lora"])).eval()
+    unmerged = load_lora(assemble_model(str(runs["llm"]), config), str(runs["lora"]), merge=False).eval()
     with torch.no_grad():
         torch.testing.assert_close(
             merged(input_ids=ids, images=pixels).logits, unmerged(input_ids=ids, images=pixels).logits

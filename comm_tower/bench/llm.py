@@ -8,7 +8,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from comm_tower.bench.sizes import BenchSize
-from comm_tower.model import CommLlavaForCausalLM, from_language_model
+from comm_tower.model import CommLlavaForCausalLM, assemble_model
 
 VOCAB = 32000  # Vicuna's vocabulary: the output head's cost is part of every step and token
 
@@ -38,6 +38,6 @@ def comm_model(
     torch.manual_seed(seed)
     lm = LlamaForCausalLM(llm_config(size, vocab))
     lm.config._attn_implementation = "sdpa"
-    model = from_language_model(lm, str(preset), "mlp2x_gelu")
+    model = assemble_model(lm, str(preset), "mlp2x_gelu")
     model.config.tokenizer_model_max_length = 2048
     return model

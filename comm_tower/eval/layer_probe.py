@@ -166,7 +166,7 @@ def run_probe(args: argparse.Namespace) -> dict[str, Any]:
     """Probe every requested layer (skipping finished ones), save scores and the plot; returns the results."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from comm_tower.model import from_language_model
+    from comm_tower.model import assemble_model
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -190,7 +190,7 @@ def run_probe(args: argparse.Namespace) -> dict[str, Any]:
         torch.manual_seed(args.seed)
         if llm is None:
             llm = AutoModelForCausalLM.from_pretrained(args.llm).to(args.device)
-        model = from_language_model(
+        model = assemble_model(
             llm,
             str(probe_preset(args.preset, args.encoder, layer, out)),
             args.projector_type,

@@ -6,8 +6,8 @@ import enum
 import json
 import os
 
-PROJECTOR_FILE = "mm_projector.bin"
-NON_LORA_FILE = "non_lora_trainables.bin"
+from comm_tower.model.assembly import PROJECTOR_FILE
+
 ADAPTER_CONFIG = "adapter_config.json"
 WEIGHT_FILES = (
     "model.safetensors",

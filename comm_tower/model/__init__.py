@@ -2,11 +2,7 @@
 
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from comm_tower.model.assembly import (
-    from_language_model,
-    load_lora_model,
-    load_pretrained_projector,
-)
+from comm_tower.model.assembly import LoadOptions, assemble_model, load_lora, load_projector
 from comm_tower.model.configuration import MODEL_TYPE, CommLlavaConfig
 from comm_tower.model.modeling import CommLlavaForCausalLM
 
@@ -17,7 +13,8 @@ __all__ = [
     "MODEL_TYPE",
     "CommLlavaConfig",
     "CommLlavaForCausalLM",
-    "from_language_model",
-    "load_lora_model",
-    "load_pretrained_projector",
+    "LoadOptions",
+    "assemble_model",
+    "load_lora",
+    "load_projector",
 ]

@@ -10,11 +10,11 @@ from typing import Any
 
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 from comm_tower.data import make_supervised_data_module
 from comm_tower.data.dataset import DataArguments
-from comm_tower.model import CommLlavaForCausalLM, from_language_model, load_pretrained_projector
+from comm_tower.model import CommLlavaForCausalLM, LoadOptions, assemble_model, load_projector
 from comm_tower.model.assembly import is_comm_llava_checkpoint
 from comm_tower.train.arguments import VERSION_TO_TEMPLATE, ModelArguments, TrainingArguments
 from comm_tower.train.attention import pick_attention
@@ -77,49 +77,36 @@ def compute_dtype(training_args: TrainingArguments) -> torch.dtype:
     return torch.float16 if training_args.fp16 else torch.float32
 
 
-def llm_load_kwargs(model_args: ModelArguments, training_args: TrainingArguments) -> dict:
-    """`from_pretrained` kwargs for the LLM: dtype, attention kernel and (Q)LoRA quantisation."""
-    kwargs: dict = {"dtype": compute_dtype(training_args), "cache_dir": training_args.cache_dir}
-    kwargs["attn_implementation"] = pick_attention(model_args.attn_implementation)
-    if training_args.bits in (4, 8):
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=training_args.bits == 4,
-            load_in_8bit=training_args.bits == 8,
-            bnb_4bit_compute_dtype=compute_dtype(training_args),
-            bnb_4bit_use_double_quant=training_args.double_quant,
-            bnb_4bit_quant_type=training_args.quant_type,
-        )
-        kwargs["device_map"] = "cpu" if training_args.use_cpu else {"": training_args.local_process_index}
-    return kwargs
+def llm_load_options(model_args: ModelArguments, training_args: TrainingArguments) -> LoadOptions:
+    """How the LLM loads: dtype, attention kernel and (Q)LoRA quantisation of its linear layers."""
+    device_map = "cpu" if training_args.use_cpu else {"": training_args.local_process_index}
+    return LoadOptions(
+        dtype=compute_dtype(training_args),
+        device_map=device_map if training_args.bits in (4, 8) else None,  # 4/8-bit layers are placed at load
+        bits=training_args.bits,
+        quant_type=training_args.quant_type,
+        double_quant=training_args.double_quant,
+        attn_implementation=pick_attention(model_args.attn_implementation),
+        cache_dir=training_args.cache_dir,
+    )
 
 
 def build_model(model_args: ModelArguments, training_args: TrainingArguments) -> CommLlavaForCausalLM:
     """A plain LLM + `--vision_tower`, or a saved comm_llava model continued; projector from stage 1 if given."""
-    kwargs = llm_load_kwargs(model_args, training_args)
     path = model_args.model_name_or_path
-    if is_comm_llava_checkpoint(path):
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-        logger.info(
-            "continuing from the comm_llava model in %s (tower: %s)", path, model.config.mm_vision_tower
-        )
-    else:
-        if not model_args.vision_tower:
-            raise SystemExit(
-                "--vision_tower is required when --model_name_or_path is a plain LLM (e.g. comm)"
-            )
-        llm = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-        model = from_language_model(
-            llm,
-            model_args.vision_tower,
-            model_args.mm_projector_type,
-            mm_vision_select_layer=model_args.mm_vision_select_layer,
-            mm_vision_select_feature=model_args.mm_vision_select_feature,
-        )
+    if not model_args.vision_tower and not is_comm_llava_checkpoint(path):
+        raise SystemExit("--vision_tower is required when --model_name_or_path is a plain LLM (e.g. comm)")
+    model = assemble_model(
+        path,
+        model_args.vision_tower,
+        model_args.mm_projector_type,
+        load=llm_load_options(model_args, training_args),
+        mm_vision_select_layer=model_args.mm_vision_select_layer,
+        mm_vision_select_feature=model_args.mm_vision_select_feature,
+    )
     logger.info("LLM attention: %s", model.language_model.config._attn_implementation)
     if model_args.pretrain_mm_mlp_adapter:
-        load_pretrained_projector(model, model_args.pretrain_mm_mlp_adapter)
+        load_projector(model, model_args.pretrain_mm_mlp_adapter)
     model.config.use_cache = False
     model.config.text_config.use_cache = False
     return model

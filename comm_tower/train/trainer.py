@@ -9,12 +9,10 @@ import torch
 from transformers import Trainer
 
 from comm_tower.data import ModalityLengthGroupedSampler
-from comm_tower.model.assembly import read_projector_file
-from comm_tower.model.zero import gathered_state_dict, load_state_dict_gathered
+from comm_tower.model.assembly import NON_LORA_FILE, PROJECTOR_FILE, load_projector
+from comm_tower.model.zero import gathered_state_dict
 
 logger = logging.getLogger(__name__)
-
-PROJECTOR_FILE = "mm_projector.bin"
 
 
 def unwrap_peft(model: torch.nn.Module) -> torch.nn.Module:
@@ -82,9 +80,7 @@ class CommTrainer(Trainer):
         if not (getattr(self.args, "tune_mm_mlp_adapter", False) and os.path.isfile(path)):
             super()._load_from_checkpoint(resume_from_checkpoint, model)
             return
-        target = unwrap_peft(model if model is not None else self.model)
-        load_state_dict_gathered(target.model.mm_projector, read_projector_file(path), where=path)
-        logger.info("resumed the projector from %s", path)
+        load_projector(unwrap_peft(model if model is not None else self.model), path)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Stage 1 writes only `mm_projector.bin` (+ config); otherwise the full model (or LoRA adapters)."""
@@ -101,5 +97,5 @@ class CommTrainer(Trainer):
         if getattr(self.args, "lora_enable", False):
             state = projector_state_dict(self.model)
             if self.args.should_save:
-                torch.save(state, os.path.join(output_dir, "non_lora_trainables.bin"))
+                torch.save(state, os.path.join(output_dir, NON_LORA_FILE))
                 unwrap_peft(self.model).config.save_pretrained(output_dir)
