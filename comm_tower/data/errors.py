@@ -28,3 +28,7 @@ class DataError(ValueError):
             self.field if self.field is not None else field,
             self.subject,
         )
+
+
+class ImageTooLargeError(DataError):
+    """An image whose canvas is over the pixel limit (`comm_tower.data.images.max_image_pixels`)."""

@@ -8,7 +8,7 @@ from urllib.parse import unquote, urlparse
 
 from PIL import Image
 
-from comm_tower.data.errors import DataError
+from comm_tower.data.errors import DataError, ImageTooLargeError
 from comm_tower.data.images import load_image
 
 
@@ -41,6 +41,8 @@ def open_image(source: str) -> Image.Image:
         raise ImageInputError(f"image '{source}' cannot be read (permission denied); check its permissions")
     try:
         return load_image(path, field="image")
+    except ImageTooLargeError as err:
+        raise ImageInputError(f"image '{source}' is too large: {' '.join(err.reason.split())}") from None
     except DataError as err:
         reason = " ".join(err.reason.split(";")[0].split())  # one line
         what = "is not an image file" if reason.startswith("cannot identify") else "is damaged or unreadable"
