@@ -123,10 +123,49 @@ class CommVisionTower(nn.Module):
         return self
 
     def forward(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
-        """`[B,3,H,W]` -> `[B,N,C]`; a list of `[3,H,W]` -> a list of `[1,N,C]`; output in the input dtype."""
-        if isinstance(images, list):
-            return [self.features(img.unsqueeze(0)) for img in images]
-        return self.features(images)
+        """`[B,3,H,W]` -> `[B,N,C]`; a list of `[3,H,W]` -> a list of `[1,N,C]`; output in the input dtype.
+
+        H and W are the tower's `image_size`: what `image_processor` produces. Anything else (another
+        shape or size, integer or non-finite pixels, PIL images, arrays) is refused with a message naming it.
+        """
+        if isinstance(images, (list, tuple)):
+            if not images:
+                raise ValueError(f"{self.vision_tower_name}: got an empty list of images")
+            return [
+                self.features(self._checked(img, f"images[{i}]", 3)[None]) for i, img in enumerate(images)
+            ]
+        return self.features(self._checked(images, "images", 4))
+
+    def _checked(self, pixels: object, name: str, ndim: int) -> torch.Tensor:
+        """`pixels` if it is a float tensor of the expected shape with finite values; else a clear error."""
+        size = self.spec.image_size
+        want = ("[B, 3, " if ndim == 4 else "[3, ") + f"{size}, {size}]"
+        if not isinstance(pixels, torch.Tensor):
+            raise TypeError(
+                f"{self.vision_tower_name}: {name} is a {type(pixels).__module__}.{type(pixels).__name__}; the "
+                f"tower takes pixel tensors {want}: run tower.image_processor.preprocess(image, "
+                "return_tensors='pt')['pixel_values'] first"
+            )
+        if pixels.dim() != ndim or pixels.shape[-3] != 3 or tuple(pixels.shape[-2:]) != (size, size):
+            raise ValueError(
+                f"{self.vision_tower_name}: {name} has shape {list(pixels.shape)}; the tower takes {want} "
+                "(the image_processor's crop)"
+            )
+        if ndim == 4 and pixels.shape[0] == 0:
+            raise ValueError(
+                f"{self.vision_tower_name}: {name} is an empty batch (shape {list(pixels.shape)})"
+            )
+        if not pixels.is_floating_point():
+            raise TypeError(
+                f"{self.vision_tower_name}: {name} holds {pixels.dtype} values; the tower takes normalised "
+                "float pixels from its image_processor, not raw 0-255 integers"
+            )
+        finite = torch.isfinite(pixels.flatten(1) if ndim == 4 else pixels.flatten()[None]).all(dim=1)
+        if not bool(finite.all()):
+            bad = torch.nonzero(~finite).flatten().tolist()
+            where = f"sample(s) {bad[:8]}" if ndim == 4 else "the image"
+            raise ValueError(f"{self.vision_tower_name}: {name} has NaN or infinite pixels in {where}")
+        return pixels
 
     @torch.no_grad()
     def features(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,9 @@ class VisionEncoder(nn.Module):
     """
 
     family: ClassVar[str]
+    # `model_type` values in a weights folder's config.json that this family loads (checked before loading:
+    # another family's folder would otherwise load with every weight freshly random)
+    model_types: ClassVar[tuple[str, ...]]
     config_class: ClassVar[type[PretrainedConfig]]
     model_class: ClassVar[type[PreTrainedModel]]
     default_mean: ClassVar[tuple[float, float, float]]
@@ -83,8 +86,21 @@ class VisionEncoder(nn.Module):
         return getattr(self.model, "vision_model", self.model)
 
     @classmethod
+    def check_model_type(cls, path: str) -> None:
+        """Raise ValueError unless `path`'s config.json names a model this family loads."""
+        raw, _ = PretrainedConfig.get_config_dict(path)
+        found = raw.get("model_type")
+        if found not in cls.model_types:
+            raise ValueError(
+                f"encoder weights at '{path}' are a '{found}' model (config.json model_type), not a "
+                f"{cls.family} encoder ({' or '.join(repr(t) for t in cls.model_types)}); fix: point this "
+                "encoder at a checkpoint of its family, or set the preset's 'family' to the folder's"
+            )
+
+    @classmethod
     def read_config(cls, path: str) -> PretrainedConfig:
-        """Only the config of the weights at `path` (a hub name or a local folder)."""
+        """Only the config of the weights at `path` (a hub name or a local folder), after the family check."""
+        cls.check_model_type(path)
         return cls.encoder_config(cls.config_class.from_pretrained(path))
 
     @classmethod
@@ -92,6 +108,7 @@ class VisionEncoder(nn.Module):
         cls, path: str, layers: Sequence[int], attn_implementation: str = "sdpa", **kwargs: Any
     ) -> VisionEncoder:
         """Load weights with `from_pretrained`, falling back to eager attention where SDPA is missing."""
+        cls.check_model_type(path)
         try:
             model = cls.model_class.from_pretrained(path, attn_implementation=attn_implementation, **kwargs)
         except (ValueError, ImportError) as err:

@@ -14,6 +14,7 @@ class ClipEncoder(VisionEncoder):
     """CLIP ViT: `hidden_states[0]` is the embeddings after `pre_layrnorm`, as in Hugging Face."""
 
     family = "clip"
+    model_types = ("clip", "clip_vision_model")
     config_class = CLIPVisionConfig
     model_class = CLIPVisionModel
     default_mean = (0.48145466, 0.4578275, 0.40821073)

@@ -17,6 +17,7 @@ class Dinov2Encoder(VisionEncoder):
     """DINOv2 ViT; position embeddings are interpolated to the input size, so it runs at CLIP's crop."""
 
     family = "dinov2"
+    model_types = ("dinov2",)
     config_class = Dinov2Config
     model_class = Dinov2Model
     default_mean = IMAGENET_MEAN
@@ -48,5 +49,6 @@ if Dinov2WithRegistersModel is not None:
         """DINOv2 with register tokens ("Vision Transformers Need Registers")."""
 
         family = "dinov2_registers"
+        model_types = ("dinov2_with_registers",)
         config_class = Dinov2WithRegistersConfig
         model_class = Dinov2WithRegistersModel

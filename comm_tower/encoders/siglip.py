@@ -14,6 +14,7 @@ class SiglipEncoder(VisionEncoder):
     """SigLIP ViT; the attention-pooling head is never run."""
 
     family = "siglip"
+    model_types = ("siglip", "siglip_vision_model")
     config_class = SiglipVisionConfig
     model_class = SiglipVisionModel
     default_mean = (0.5, 0.5, 0.5)
