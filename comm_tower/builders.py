@@ -67,9 +67,7 @@ def build_vision_tower(vision_tower_cfg: Any, **kwargs: Any) -> CommVisionTower:
         raise ValueError(
             f"mm_vision_select_feature='{feature}': COMM towers emit patch tokens only; use 'patch'"
         )
-    return CommVisionTower(
-        name or spec.name, spec, args=vision_tower_cfg, delay_load=kwargs.get("delay_load", False)
-    )
+    return CommVisionTower(name or spec.name, spec, delay_load=kwargs.get("delay_load", False))
 
 
 def build_vision_projector(config: Any, delay_load: bool = False, **kwargs: Any) -> nn.Module:

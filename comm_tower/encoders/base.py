@@ -12,23 +12,14 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from comm_tower.registry import Registry
+from comm_tower.spec import resolve_layer_indices
 
 logger = logging.getLogger(__name__)
 
 ENCODERS: Registry[type[VisionEncoder]] = Registry("encoder family")
 
-
-def resolve_layer_indices(layers: Sequence[int], num_layers: int) -> list[int]:
-    """Map HF `hidden_states` indices (negatives allowed) to absolute ones in [0, num_layers]."""
-    out = []
-    for k in layers:
-        if not -(num_layers + 1) <= k <= num_layers:
-            raise ValueError(
-                f"layer {k} is out of range for an encoder with {num_layers} blocks "
-                f"(hidden_states indices run from {-(num_layers + 1)} to {num_layers})"
-            )
-        out.append(k if k >= 0 else num_layers + 1 + k)
-    return out
+# `attn_implementation` values passed to `from_pretrained`; an unavailable one falls back to eager.
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
 
 
 class VisionEncoder(nn.Module):
@@ -49,7 +40,7 @@ class VisionEncoder(nn.Module):
         self.model = model
         cfg = self.encoder_config(model.config)
         self.num_layers: int = cfg.num_hidden_layers
-        self.layer_indices = resolve_layer_indices(layers, self.num_layers)
+        self.layer_indices = resolve_layer_indices(layers, self.num_layers, f"{self.family} encoder: layers")
         self.depth = max(self.layer_indices)
         blocks = self.blocks()
         del blocks[self.depth :]
