@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -20,6 +21,30 @@ ENCODERS: Registry[type[VisionEncoder]] = Registry("encoder family")
 
 # `attn_implementation` values passed to `from_pretrained`; an unavailable one falls back to eager.
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
+
+
+@contextlib.contextmanager
+def zero3_init_disabled() -> Iterator[None]:
+    """Hide an active Hugging Face DeepSpeed ZeRO-3 config from `from_pretrained` calls inside the block.
+
+    While such a config is alive, `from_pretrained` runs inside `deepspeed.zero.Init` and returns empty
+    shards; a frozen encoder loaded that way inside another model's set-up would run on 0-sized weights
+    (LLaVA #1255, #728). Loaded whole, it is partitioned by the DeepSpeed engine when it starts.
+    """
+    try:
+        from transformers.integrations import deepspeed as hf_deepspeed
+    except ImportError:  # transformers without the DeepSpeed integration: nothing to hide
+        yield
+        return
+    saved = getattr(hf_deepspeed, "_hf_deepspeed_config_weak_ref", None)
+    if saved is None:
+        yield
+        return
+    hf_deepspeed._hf_deepspeed_config_weak_ref = None
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved
 
 
 class VisionEncoder(nn.Module):
@@ -82,14 +107,17 @@ class VisionEncoder(nn.Module):
     def from_pretrained(
         cls, path: str, layers: Sequence[int], attn_implementation: str = "sdpa", **kwargs: Any
     ) -> VisionEncoder:
-        """Load weights with `from_pretrained`, falling back to eager attention where SDPA is missing."""
-        try:
-            model = cls.model_class.from_pretrained(path, attn_implementation=attn_implementation, **kwargs)
-        except (ValueError, ImportError) as err:
-            if attn_implementation == "eager":
-                raise
-            logger.info("%s: %s attention unavailable (%s); using eager", path, attn_implementation, err)
-            model = cls.model_class.from_pretrained(path, attn_implementation="eager", **kwargs)
+        """Load whole weights (even under ZeRO-3), falling back to eager attention where the kernel is missing."""
+        with zero3_init_disabled():
+            try:
+                model = cls.model_class.from_pretrained(
+                    path, attn_implementation=attn_implementation, **kwargs
+                )
+            except (ValueError, ImportError) as err:
+                if attn_implementation == "eager":
+                    raise
+                logger.info("%s: %s attention unavailable (%s); using eager", path, attn_implementation, err)
+                model = cls.model_class.from_pretrained(path, attn_implementation="eager", **kwargs)
         logger.info("%s encoder from %s: attention=%s", cls.family, path, _attn_of(model))
         return cls(model, layers)
 
