@@ -49,6 +49,7 @@ def allowed_names() -> dict[str, list[str]]:
     return {
         "family": ENCODERS.names(),
         "fusion": FUSIONS.names(),
+        "fusion with lln_shared": [n for n in FUSIONS.names() if "shared" in FUSIONS.get(n).spec_options],
         "align.kind": ALIGNS.names(),
         "align.activation": ACTIVATIONS.names(),
         "attn_implementation": list(ATTN_IMPLEMENTATIONS),
@@ -133,7 +134,7 @@ class EncoderSpec:
 
     @property
     def run_size(self) -> int:
-        """Pixel size this encoder sees (set by `CommSpec.resolve`)."""
+        """Pixel size this encoder sees (set by `comm_tower.zoo.resolve_spec`)."""
         if self.image_size is None:
             raise SpecError(f"encoder '{self.name}' has no image size; resolve the spec first")
         return self.image_size
@@ -175,6 +176,12 @@ class CommSpec:
         _choice(self.layerscale, names["layerscale"], source, "layerscale")
         if not isinstance(self.lln_shared, bool):
             _fail(source, "lln_shared", self.lln_shared, "true or false")
+        sharing = names["fusion with lln_shared"]
+        if self.lln_shared and not any(e.fusion in sharing for e in self.encoders):
+            raise SpecError(
+                f"{source}: lln_shared = true has no effect: no encoder's fusion is one of {sharing}; "
+                "remove it or use one of those fusions"
+            )
         _choice(self.attn_implementation, names["attn_implementation"], source, "attn_implementation")
         if not isinstance(self.description, str):
             _fail(source, "description", self.description, "a string")
@@ -218,7 +225,7 @@ class CommSpec:
             _fail(source, "encoders", raw_encoders, "a non-empty list of encoder entries")
         encoders = [_encoder_from_dict(raw, source, f"encoders[{i}]") for i, raw in enumerate(raw_encoders)]
         top = {k: v for k, v in data.items() if k != "encoders"}
-        _check_fields(top, cls, source, "the spec", required={"name"})
+        _check_fields(top, cls, source, "", required={"name"})
         spec = cls(encoders=encoders, **top)
         spec.validate(source)
         return spec
@@ -243,13 +250,15 @@ def _field_names(cls: type) -> list[str]:
 
 
 def _check_fields(raw: dict[str, Any], cls: type, source: str, where: str, required: set[str]) -> None:
+    """Reject unknown and missing field names of `raw` (`where`: the entry's path, empty at the top)."""
+    prefix = f"{source}: {where}: " if where else f"{source}: "
     known = set(_field_names(cls))
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise SpecError(f"{source}: {where}: unknown field(s) {unknown}; known: {sorted(known)}")
+        raise SpecError(f"{prefix}unknown field(s) {unknown}; known: {sorted(known)}")
     missing = sorted(required - set(raw))
     if missing:
-        raise SpecError(f"{source}: {where}: missing field(s) {missing}")
+        raise SpecError(f"{prefix}missing field(s) {missing}")
 
 
 def _fail(source: str, where: str, value: Any, expected: str) -> NoReturn:

@@ -54,6 +54,12 @@ def _message(tmp_path: Path, edit: Edit) -> tuple[str, Path]:
     return str(err.value), path
 
 
+def _shared_with_mean_fusions(preset: dict[str, Any]) -> None:
+    preset["lln_shared"] = True
+    for enc in preset["encoders"]:
+        enc["fusion"] = "mean"
+
+
 INT_LIST = "a non-empty list of integers"
 RGB = "a list of 3 numbers"
 POSITIVE = "a positive integer"
@@ -134,6 +140,12 @@ CASES: list[tuple[str, Edit, str, list[str]]] = [
     ("layerscale typo", _set("layerscale", value="max"), "layerscale", LAYERSCALES.names()),
     ("branch fusion typo", _set("branch_fusion", value="add"), "branch_fusion", BRANCH_FUSIONS.names()),
     ("lln_shared as text", _set("lln_shared", value="yes"), "lln_shared", ["true or false"]),
+    (
+        "lln_shared without an lln fusion",
+        _shared_with_mean_fusions,
+        "lln_shared = true has no effect",
+        [n for n in FUSIONS.names() if n.startswith("lln_")],
+    ),
     ("path as a number", _set("encoders", 0, "path", value=7), "encoders[0].path", ["a non-empty string"]),
     ("unknown field", _set("tokn_grid", value=4), "unknown field(s) ['tokn_grid']", ["token_grid"]),
     (
@@ -220,3 +232,12 @@ def test_layer_indices_one_rule():
     assert resolve_layer_indices([1, 4], 4, blocks_only=True) == [1, 4]
     with pytest.raises(SpecError, match=r"--layers \[0, -1\] out of range .*\(block indices run from 1 to 4"):
         resolve_layer_indices([0, -1], 4, "--layers", blocks_only=True)
+
+
+def test_preset_that_is_not_an_object_is_named(tmp_path: Path):
+    path = tmp_path / "list.json"
+    path.write_text("[1, 2]")
+    with pytest.raises(
+        SpecError, match=r"preset file '.*list\.json': the spec = \[1, 2\] is not a JSON object"
+    ):
+        load_preset(str(path))
