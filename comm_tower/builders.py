@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
@@ -18,8 +19,31 @@ logger = logging.getLogger(__name__)
 
 
 def tower_name_of(cfg: Any) -> str | None:
-    """The tower name in a saved config (`mm_vision_tower`) or training args (`vision_tower`)."""
+    """The tower name in a saved config (`mm_vision_tower`), else in training args (`vision_tower`).
+
+    An unset or empty `mm_vision_tower` falls through to `vision_tower`.
+    """
     return getattr(cfg, "mm_vision_tower", None) or getattr(cfg, "vision_tower", None)
+
+
+def _saved_spec(cfg: Any, vision_cfg: Any) -> tuple[Any, str] | None:
+    """The spec dict carried by a tower config (`comm_spec`) or a saved model config (`mm_comm`), and its source."""
+    for holder, key, source in (
+        (vision_cfg, "comm_spec", "tower config field 'comm_spec'"),
+        (cfg, "mm_comm", "saved config field 'mm_comm'"),
+    ):
+        data = getattr(holder, key, None)
+        if data:
+            return (dict(data) if isinstance(data, Mapping) else data), source
+    return None
+
+
+def is_comm_config(cfg: Any, vision_cfg: Any = None) -> bool:
+    """True when `cfg` (or a tower config `vision_cfg`, as LLaVA-NeXT passes) describes a COMM tower.
+
+    The one test of "is this ours": a saved spec, or a tower name the zoo resolves; no config is read.
+    """
+    return _saved_spec(cfg, vision_cfg) is not None or is_comm_tower_name(tower_name_of(cfg))
 
 
 def spec_of(cfg: Any, vision_cfg: Any = None) -> CommSpec | None:
@@ -28,9 +52,10 @@ def spec_of(cfg: Any, vision_cfg: Any = None) -> CommSpec | None:
     Order: a tower config passed by the caller (LLaVA-NeXT's `vision_cfg`), the spec saved in the
     config (`mm_comm`), then the tower name resolved through the zoo.
     """
-    saved = getattr(vision_cfg, "comm_spec", None) or getattr(cfg, "mm_comm", None)
-    if saved:
-        spec = CommSpec.from_dict(dict(saved), source="saved config field 'mm_comm'")
+    saved = _saved_spec(cfg, vision_cfg)
+    if saved is not None:
+        data, source = saved
+        spec = CommSpec.from_dict(data, source=source)
         return _moved(spec, os.environ.get("COMM_ENCODER_PATHS", ""))
     name = tower_name_of(cfg)
     if is_comm_tower_name(name):
@@ -67,9 +92,7 @@ def build_vision_tower(vision_tower_cfg: Any, **kwargs: Any) -> CommVisionTower:
         raise ValueError(
             f"mm_vision_select_feature='{feature}': COMM towers emit patch tokens only; use 'patch'"
         )
-    return CommVisionTower(
-        name or spec.name, spec, args=vision_tower_cfg, delay_load=kwargs.get("delay_load", False)
-    )
+    return CommVisionTower(name or spec.name, spec, delay_load=kwargs.get("delay_load", False))
 
 
 def build_vision_projector(config: Any, delay_load: bool = False, **kwargs: Any) -> nn.Module:

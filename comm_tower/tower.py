@@ -7,6 +7,7 @@ the projector (`comm_tower.fusion.projector`) does all the learnable merging.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,9 +17,27 @@ from torch import nn
 
 from comm_tower.encoders import ENCODERS, VisionEncoder
 from comm_tower.processor import CommImageProcessor, renormalise
+from comm_tower.registry import Registry
 from comm_tower.spec import CommSpec, EncoderSpec
 
 logger = logging.getLogger(__name__)
+
+# A token resampling mode: (`[B, C, side, side]` grid, target side) -> `[B, C, target, target]`.
+TOKEN_RESAMPLERS: Registry[Callable[[torch.Tensor, int], torch.Tensor]] = Registry("token resample mode")
+
+
+@TOKEN_RESAMPLERS.register("bilinear")
+def _bilinear(grid: torch.Tensor, target: int) -> torch.Tensor:
+    """Bilinear interpolation, antialiased when shrinking."""
+    return F.interpolate(
+        grid, size=target, mode="bilinear", align_corners=False, antialias=target < grid.shape[-1]
+    )
+
+
+@TOKEN_RESAMPLERS.register("area")
+def _area(grid: torch.Tensor, target: int) -> torch.Tensor:
+    """Area pooling (adaptive average)."""
+    return F.adaptive_avg_pool2d(grid, target)
 
 
 @dataclass
@@ -49,7 +68,7 @@ def _device_of(device_map: Any) -> torch.device | None:
 class CommVisionTower(nn.Module):
     """Frozen multi-encoder, multi-layer vision tower with LLaVA's members."""
 
-    def __init__(self, vision_tower: str, spec: CommSpec, args: Any = None, delay_load: bool = False) -> None:
+    def __init__(self, vision_tower: str, spec: CommSpec, delay_load: bool = False) -> None:
         super().__init__()
         if not spec.resolved:
             raise ValueError("CommVisionTower needs a resolved spec (comm_tower.zoo.resolve_spec)")
@@ -194,18 +213,13 @@ class CommVisionTower(nn.Module):
         return out.to(pixels.dtype)
 
     def _to_grid(self, tokens: torch.Tensor, side: int) -> torch.Tensor:
-        """Resample `[B, side^2, C]` tokens to the shared grid (bilinear, or area pooling)."""
+        """Resample `[B, side^2, C]` tokens to the shared grid with the spec's `token_resample` mode."""
         target = self.spec.grid
         if side == target:
             return tokens
         b, _, c = tokens.shape
         grid = tokens.transpose(1, 2).reshape(b, c, side, side)
-        if self.spec.token_resample == "area":
-            grid = F.adaptive_avg_pool2d(grid, target)
-        else:
-            grid = F.interpolate(
-                grid, size=target, mode="bilinear", align_corners=False, antialias=target < side
-            )
+        grid = TOKEN_RESAMPLERS.get(self.spec.token_resample)(grid, target)
         return grid.flatten(2).transpose(1, 2)
 
     # LLaVA's members --------------------------------------------------------------------------

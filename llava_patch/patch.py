@@ -24,7 +24,6 @@ from llava_patch.flavour import (
     detect_flavour,
     import_builder_modules,
 )
-from llava_patch.zero import without_zero3_init
 
 logger = logging.getLogger(__name__)
 
@@ -33,32 +32,23 @@ _lock = threading.RLock()
 _state: dict[str, Any] = {"flavour": None}
 
 
-def comm_name_of(cfg: Any) -> str | None:
-    """The tower name LLaVA would read from `cfg` (`mm_vision_tower`, else `vision_tower`)."""
-    return getattr(cfg, "mm_vision_tower", getattr(cfg, "vision_tower", None))
-
-
 def wants_comm(cfg: Any, **kwargs: Any) -> bool:
-    """True when `cfg` (or LLaVA-NeXT's `vision_cfg` kwarg) describes a COMM tower."""
-    import comm_tower  # imported on first use, so the `.pth` hook costs nothing until LLaVA builds
+    """True when `cfg` (or LLaVA-NeXT's `vision_cfg` kwarg) describes a COMM tower: the core's check."""
+    # imported on first use, so the `.pth` hook costs nothing until LLaVA builds
+    from comm_tower.builders import is_comm_config
 
-    if getattr(cfg, "mm_comm", None):  # a saved COMM-LLaVA config: rebuilt from the spec it carries
-        return True
-    vision_cfg = kwargs.get("vision_cfg")  # LLaVA-NeXT passes the tower's config to the projector
-    if vision_cfg is not None and getattr(vision_cfg, "comm_spec", None):
-        return True
-    return comm_tower.is_comm_tower_name(comm_name_of(cfg))
+    return is_comm_config(cfg, kwargs.get("vision_cfg"))
 
 
 def _wrap_tower_builder(original: Callable) -> Callable:
     @functools.wraps(original)
     def build_vision_tower(vision_tower_cfg: Any, *args: Any, **kwargs: Any) -> Any:
         if wants_comm(vision_tower_cfg, **kwargs):
-            import comm_tower
+            from comm_tower import builders
 
-            logger.info("llava_patch: building COMM tower '%s'", comm_name_of(vision_tower_cfg))
-            with without_zero3_init():  # whole encoders; the DeepSpeed engine partitions them later
-                return comm_tower.build_vision_tower(vision_tower_cfg, *args, **kwargs)
+            logger.info("llava_patch: building COMM tower '%s'", builders.tower_name_of(vision_tower_cfg))
+            # the core loads the encoders whole under ZeRO-3; the DeepSpeed engine partitions them later
+            return builders.build_vision_tower(vision_tower_cfg, *args, **kwargs)
         return original(vision_tower_cfg, *args, **kwargs)
 
     setattr(build_vision_tower, _ORIGINAL_ATTR, original)
@@ -69,10 +59,10 @@ def _wrap_projector_builder(original: Callable) -> Callable:
     @functools.wraps(original)
     def build_vision_projector(config: Any, *args: Any, **kwargs: Any) -> Any:
         if wants_comm(config, **kwargs):
-            import comm_tower
+            from comm_tower import builders
 
-            logger.info("llava_patch: building COMM projector for '%s'", comm_name_of(config))
-            return comm_tower.build_vision_projector(config, *args, **kwargs)
+            logger.info("llava_patch: building COMM projector for '%s'", builders.tower_name_of(config))
+            return builders.build_vision_projector(config, *args, **kwargs)
         return original(config, *args, **kwargs)
 
     setattr(build_vision_projector, _ORIGINAL_ATTR, original)

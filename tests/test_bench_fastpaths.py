@@ -108,7 +108,9 @@ def test_projector_normalises_all_branches_at_once_like_each_branch_alone(tiny_d
     x = torch.randn(2, 16, fast.in_width) * 2 + 0.5
     g = torch.randn(2, 16, 16)
     out = fast(x)
-    plain = [b(p) for b, p in zip(slow.branches, x.split(slow.splits, dim=-1))]  # each branch on its slice
+    plain = [
+        b.align(b.mfm(p)) for b, p in zip(slow.branches, x.split(slow.splits, dim=-1))
+    ]  # each on its slice
     expected = slow.head(torch.cat(plain, dim=-1))
     torch.testing.assert_close(out, expected, **TOL)
     out.backward(g)

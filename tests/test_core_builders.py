@@ -190,3 +190,36 @@ def test_saved_spec_follows_moved_encoder_folders(tiny_dir: Path, tmp_path: Path
     monkeypatch.setenv("COMM_ENCODER_PATHS", "siglip=/x")
     with pytest.raises(ct.SpecError, match="COMM_ENCODER_PATHS names \\['siglip'\\]"):
         ct.build_vision_tower(cfg, delay_load=True)
+
+
+def _comm_config_cases(tiny_dir: Path) -> list[tuple[str, SimpleNamespace, object, bool]]:
+    saved = ct.spec_for_name("tiny-comm").to_dict()
+    clip = "openai/clip-vit-large-patch14-336"
+    return [
+        ("mm_vision_tower set", SimpleNamespace(mm_vision_tower="tiny-comm"), None, True),
+        ("only vision_tower set", SimpleNamespace(vision_tower="tiny-comm"), None, True),
+        ("mm_vision_tower None", SimpleNamespace(mm_vision_tower=None, vision_tower="tiny-comm"), None, True),
+        ("mm_vision_tower empty", SimpleNamespace(mm_vision_tower="", vision_tower="tiny-comm"), None, True),
+        ("mm_comm saved", SimpleNamespace(mm_vision_tower="elsewhere/moved", mm_comm=saved), None, True),
+        (
+            "vision_cfg comm_spec",
+            SimpleNamespace(mm_vision_tower=None),
+            SimpleNamespace(comm_spec=saved),
+            True,
+        ),
+        ("a CLIP tower", SimpleNamespace(mm_vision_tower=clip, vision_tower="tiny-comm"), None, False),
+        ("no tower", SimpleNamespace(mm_vision_tower=None), SimpleNamespace(comm_spec=None), False),
+    ]
+
+
+def test_core_and_llava_patch_agree_on_comm_configs(tiny_dir: Path):
+    from comm_tower.builders import is_comm_config, spec_of
+    from llava_patch.patch import wants_comm
+
+    for case, cfg, vision_cfg, expected in _comm_config_cases(tiny_dir):
+        assert is_comm_config(cfg, vision_cfg) is expected, case
+        assert wants_comm(cfg, vision_cfg=vision_cfg) is expected, case
+        spec = spec_of(cfg, vision_cfg)
+        assert (spec is not None) is expected, case
+        if expected:
+            assert spec.name == "tiny-comm" and spec.stacked_width == 384, case

@@ -69,7 +69,9 @@ def test_negative_index_resolves_like_hf_and_bad_index_is_named(tiny_dir: Path):
     cls = ENCODERS.get("clip")
     enc = cls.from_pretrained(str(tiny_dir / "clip"), [-2])
     assert enc.layer_indices == [3]
-    with pytest.raises(ValueError, match="layer 9 is out of range"):
+    with pytest.raises(
+        ValueError, match=r"clip encoder: layers \[9\] out of range for an encoder with 4 blocks"
+    ):
         cls.from_pretrained(str(tiny_dir / "clip"), [9])
 
 

@@ -169,11 +169,11 @@ def test_comm_tower_is_built_whole_while_a_zero3_config_is_alive(tiny_dir, patch
     from llava.model.llava_arch import build_vision_tower
     from transformers.integrations import HfDeepSpeedConfig, is_deepspeed_zero3_enabled
 
-    from llava_patch.zero import without_zero3_init
+    from comm_tower.encoders.base import zero3_init_disabled
 
     ds_config = HfDeepSpeedConfig({"zero_optimization": {"stage": 3}, "train_batch_size": 1})
     assert is_deepspeed_zero3_enabled()
-    with without_zero3_init():
+    with zero3_init_disabled():
         assert not is_deepspeed_zero3_enabled()
     assert is_deepspeed_zero3_enabled()  # restored afterwards
     tower = build_vision_tower(tower_args("tiny-comm"))

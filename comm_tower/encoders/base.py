@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -12,23 +13,38 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from comm_tower.registry import Registry
+from comm_tower.spec import resolve_layer_indices
 
 logger = logging.getLogger(__name__)
 
 ENCODERS: Registry[type[VisionEncoder]] = Registry("encoder family")
 
+# `attn_implementation` values passed to `from_pretrained`; an unavailable one falls back to eager.
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
 
-def resolve_layer_indices(layers: Sequence[int], num_layers: int) -> list[int]:
-    """Map HF `hidden_states` indices (negatives allowed) to absolute ones in [0, num_layers]."""
-    out = []
-    for k in layers:
-        if not -(num_layers + 1) <= k <= num_layers:
-            raise ValueError(
-                f"layer {k} is out of range for an encoder with {num_layers} blocks "
-                f"(hidden_states indices run from {-(num_layers + 1)} to {num_layers})"
-            )
-        out.append(k if k >= 0 else num_layers + 1 + k)
-    return out
+
+@contextlib.contextmanager
+def zero3_init_disabled() -> Iterator[None]:
+    """Hide an active Hugging Face DeepSpeed ZeRO-3 config from `from_pretrained` calls inside the block.
+
+    While such a config is alive, `from_pretrained` runs inside `deepspeed.zero.Init` and returns empty
+    shards; a frozen encoder loaded that way inside another model's set-up would run on 0-sized weights
+    (LLaVA #1255, #728). Loaded whole, it is partitioned by the DeepSpeed engine when it starts.
+    """
+    try:
+        from transformers.integrations import deepspeed as hf_deepspeed
+    except ImportError:  # transformers without the DeepSpeed integration: nothing to hide
+        yield
+        return
+    saved = getattr(hf_deepspeed, "_hf_deepspeed_config_weak_ref", None)
+    if saved is None:
+        yield
+        return
+    hf_deepspeed._hf_deepspeed_config_weak_ref = None
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved
 
 
 class VisionEncoder(nn.Module):
@@ -52,7 +68,7 @@ class VisionEncoder(nn.Module):
         self.model = model
         cfg = self.encoder_config(model.config)
         self.num_layers: int = cfg.num_hidden_layers
-        self.layer_indices = resolve_layer_indices(layers, self.num_layers)
+        self.layer_indices = resolve_layer_indices(layers, self.num_layers, f"{self.family} encoder: layers")
         self.depth = max(self.layer_indices)
         blocks = self.blocks()
         del blocks[self.depth :]
@@ -107,15 +123,18 @@ class VisionEncoder(nn.Module):
     def from_pretrained(
         cls, path: str, layers: Sequence[int], attn_implementation: str = "sdpa", **kwargs: Any
     ) -> VisionEncoder:
-        """Load weights with `from_pretrained`, falling back to eager attention where SDPA is missing."""
+        """Load whole weights (even under ZeRO-3), falling back to eager attention where the kernel is missing."""
         cls.check_model_type(path)
-        try:
-            model = cls.model_class.from_pretrained(path, attn_implementation=attn_implementation, **kwargs)
-        except (ValueError, ImportError) as err:
-            if attn_implementation == "eager":
-                raise
-            logger.info("%s: %s attention unavailable (%s); using eager", path, attn_implementation, err)
-            model = cls.model_class.from_pretrained(path, attn_implementation="eager", **kwargs)
+        with zero3_init_disabled():
+            try:
+                model = cls.model_class.from_pretrained(
+                    path, attn_implementation=attn_implementation, **kwargs
+                )
+            except (ValueError, ImportError) as err:
+                if attn_implementation == "eager":
+                    raise
+                logger.info("%s: %s attention unavailable (%s); using eager", path, attn_implementation, err)
+                model = cls.model_class.from_pretrained(path, attn_implementation="eager", **kwargs)
         logger.info("%s encoder from %s: attention=%s", cls.family, path, _attn_of(model))
         return cls(model, layers)
 

@@ -29,6 +29,7 @@ from comm_tower.eval.runner import merged_samples
 from comm_tower.eval.scoring import score_samples
 from comm_tower.eval.tasks import TASKS
 from comm_tower.inference.generation import GenerationConfig
+from comm_tower.spec import resolve_layer_indices
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +47,7 @@ def parse_layers(text: str | None, num_layers: int) -> list[int]:
         except ValueError:
             raise ValueError(f"--layers '{text}': '{part}' is not N, A-B or A-B:STEP") from None
         layers.extend(values)
-    bad = [k for k in layers if not 1 <= k <= num_layers]
-    if bad:
-        raise ValueError(f"--layers {bad} out of range: the encoder has blocks 1..{num_layers}")
-    return sorted(set(layers))
+    return sorted(set(resolve_layer_indices(layers, num_layers, "--layers", blocks_only=True)))
 
 
 def probe_preset(preset: str, encoder: str | None, layer: int, folder: Path) -> Path:

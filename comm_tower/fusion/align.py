@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 
 from comm_tower.registry import Registry
@@ -12,16 +14,30 @@ ACTIVATIONS.register("gelu")(nn.GELU)
 ACTIVATIONS.register("relu")(nn.ReLU)
 ACTIVATIONS.register("silu")(nn.SiLU)
 
+# An alignment kind: (spec, width) -> module.
+ALIGNS: Registry[Callable[[AlignSpec, int], nn.Module]] = Registry("alignment kind")
 
-def build_align(spec: AlignSpec, width: int) -> nn.Module:
-    """`none` -> identity, `linear` -> one Linear, `mlp` -> `blocks` x (Linear C->rC, act, Linear rC->C)."""
-    if spec.kind == "none":
-        return nn.Identity()
-    if spec.kind == "linear":
-        return nn.Linear(width, width)
+
+@ALIGNS.register("none")
+def _identity(spec: AlignSpec, width: int) -> nn.Module:
+    return nn.Identity()
+
+
+@ALIGNS.register("linear")
+def _linear(spec: AlignSpec, width: int) -> nn.Module:
+    return nn.Linear(width, width)
+
+
+@ALIGNS.register("mlp")
+def _mlp(spec: AlignSpec, width: int) -> nn.Module:
     act = ACTIVATIONS.get(spec.activation)
     hidden = width * spec.ratio
     layers: list[nn.Module] = []
     for _ in range(spec.blocks):
         layers += [nn.Linear(width, hidden), act(), nn.Linear(hidden, width)]
     return nn.Sequential(*layers)
+
+
+def build_align(spec: AlignSpec, width: int) -> nn.Module:
+    """`none` -> identity, `linear` -> one Linear, `mlp` -> `blocks` x (Linear C->rC, act, Linear rC->C)."""
+    return ALIGNS.get(spec.kind)(spec, width)

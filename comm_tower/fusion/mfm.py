@@ -7,7 +7,7 @@ tower's output layout). Output: `[B, N, C_out]`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import torch
@@ -18,6 +18,13 @@ from comm_tower.registry import Registry
 
 FUSIONS: Registry[type[MultiLevelFusion]] = Registry("MFM fusion")
 
+# A layerscale mode: (initial raw weight for L layers, raw weights -> the w_1..w_L of the sum); all start equal.
+LayerScaleMode = tuple[Callable[[int], float], Callable[[torch.Tensor], torch.Tensor]]
+LAYERSCALES: Registry[LayerScaleMode] = Registry("layerscale mode")
+LAYERSCALES.register("sum")((lambda n: 1.0 / n, lambda w: w / w.sum()))
+LAYERSCALES.register("softmax")((lambda n: 0.0, lambda w: w.softmax(0)))
+LAYERSCALES.register("free")((lambda n: 1.0 / n, lambda w: w))
+
 
 class MultiLevelFusion(nn.Module):
     """Base: knows the layer count L, width C, and which block each layer came from.
@@ -25,15 +32,15 @@ class MultiLevelFusion(nn.Module):
     Variants that start by layer-normalising every layer (`normalises_input`) also accept
     `forward(z, normalised=True)`, so a projector can normalise all branches' layers in one pass over its
     contiguous input instead of one strided copy per branch (through `__call__`, so ZeRO-3's parameter
-    gathering hooks still run).
+    gathering hooks still run). `spec_options` names the tower-wide spec options (`layerscale`, `shared`)
+    a variant's constructor takes; the projector passes those alone.
     """
 
     normalises_input: ClassVar[bool] = False
+    spec_options: ClassVar[tuple[str, ...]] = ()
     eps: float = 1e-5
 
-    def __init__(
-        self, layer_indices: Sequence[int], width: int, layerscale: str = "sum", shared: bool = False
-    ):
+    def __init__(self, layer_indices: Sequence[int], width: int) -> None:
         super().__init__()
         self.layer_indices = list(layer_indices)
         self.num_layers = len(self.layer_indices)
@@ -56,16 +63,13 @@ class LayerScale(nn.Module):
     def __init__(self, num_layers: int, mode: str = "sum") -> None:
         super().__init__()
         self.mode = mode
-        init = 0.0 if mode == "softmax" else 1.0 / num_layers
-        self.weight = nn.Parameter(torch.full((num_layers,), init))
+        init, _ = LAYERSCALES.get(mode)
+        self.weight = nn.Parameter(torch.full((num_layers,), init(num_layers)))
 
     def forward(self) -> torch.Tensor:
         """The weights w_1..w_L used in the sum."""
-        if self.mode == "softmax":
-            return self.weight.softmax(0)
-        if self.mode == "sum":
-            return self.weight / self.weight.sum()
-        return self.weight
+        _, weights = LAYERSCALES.get(self.mode)
+        return weights(self.weight)
 
 
 @FUSIONS.register("mean")
@@ -81,7 +85,7 @@ class MeanFusion(MultiLevelFusion):
 class MeanHalfFusion(MultiLevelFusion):
     """Mean of the deeper half of the selected layers (by block index; at least one layer)."""
 
-    def __init__(self, layer_indices: Sequence[int], width: int, **kwargs: object) -> None:
+    def __init__(self, layer_indices: Sequence[int], width: int) -> None:
         super().__init__(layer_indices, width)
         order = sorted(range(self.num_layers), key=lambda i: self.layer_indices[i])
         keep = order[len(order) - max(1, len(order) // 2) :]
@@ -96,9 +100,9 @@ class MeanHalfFusion(MultiLevelFusion):
 class LayerScaleFusion(MultiLevelFusion):
     """sum_i w_i z_i with learnable w normalised to sum to 1."""
 
-    def __init__(
-        self, layer_indices: Sequence[int], width: int, layerscale: str = "sum", **_: object
-    ) -> None:
+    spec_options = ("layerscale",)
+
+    def __init__(self, layer_indices: Sequence[int], width: int, layerscale: str = "sum") -> None:
         super().__init__(layer_indices, width)
         self.scale = LayerScale(self.num_layers, layerscale)
 
@@ -117,14 +121,10 @@ class LlnLayerScaleFusion(MultiLevelFusion):
     """
 
     normalises_input = True
+    spec_options = ("layerscale", "shared")
 
     def __init__(
-        self,
-        layer_indices: Sequence[int],
-        width: int,
-        layerscale: str = "sum",
-        shared: bool = False,
-        **_: object,
+        self, layer_indices: Sequence[int], width: int, layerscale: str = "sum", shared: bool = False
     ) -> None:
         super().__init__(layer_indices, width)
         n = 1 if shared else self.num_layers
@@ -213,13 +213,10 @@ class _FoldedMatmul(torch.autograd.Function):
 class ConvLayerScaleFusion(MultiLevelFusion):
     """sum_i w_i BN_i(Conv_i(z_i)) on the token grid: one grouped 3x3 conv over all layers."""
 
+    spec_options = ("layerscale",)
+
     def __init__(
-        self,
-        layer_indices: Sequence[int],
-        width: int,
-        layerscale: str = "sum",
-        kernel_size: int = 3,
-        **_: object,
+        self, layer_indices: Sequence[int], width: int, layerscale: str = "sum", kernel_size: int = 3
     ) -> None:
         super().__init__(layer_indices, width)
         lc = self.num_layers * width

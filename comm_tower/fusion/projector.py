@@ -6,6 +6,7 @@ All trainable fusion lives here, because LLaVA trains and saves only `mm_project
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -13,11 +14,26 @@ from torch import nn
 from comm_tower.fusion.align import build_align
 from comm_tower.fusion.heads import build_head
 from comm_tower.fusion.mfm import FUSIONS, needs_align_mlp, unit_layer_norm
-from comm_tower.spec import AlignSpec, CommSpec, EncoderSpec
+from comm_tower.registry import Registry
+from comm_tower.spec import CommSpec, EncoderSpec
+
+# A branch fusion: (branch widths -> fused width, branch outputs -> fused output).
+BranchFusion = tuple[Callable[[list[int]], int], Callable[[list[torch.Tensor]], torch.Tensor]]
+BRANCH_FUSIONS: Registry[BranchFusion] = Registry("branch fusion")
+
+
+def _equal_width(widths: list[int]) -> int:
+    if len(set(widths)) != 1:
+        raise ValueError(f"branch_fusion 'sum' needs equal branch widths, got {widths}; use 'concat'")
+    return widths[0]
+
+
+BRANCH_FUSIONS.register("concat")((sum, lambda parts: torch.cat(parts, dim=-1)))
+BRANCH_FUSIONS.register("sum")((_equal_width, lambda parts: torch.stack(parts).sum(0)))
 
 
 class Branch(nn.Module):
-    """One encoder's MFM and alignment."""
+    """One encoder's MFM and alignment (the projector calls both parts itself)."""
 
     def __init__(self, enc: EncoderSpec, spec: CommSpec) -> None:
         super().__init__()
@@ -25,21 +41,15 @@ class Branch(nn.Module):
             raise ValueError(
                 f"encoder '{enc.name}' is not resolved; build the projector from a resolved spec"
             )
-        self.mfm = FUSIONS.get(enc.fusion)(
-            enc.layer_indices, enc.width, layerscale=spec.layerscale, shared=spec.lln_shared
-        )
+        fusion = FUSIONS.get(enc.fusion)
+        options = {"layerscale": spec.layerscale, "shared": spec.lln_shared}
+        self.mfm = fusion(enc.layer_indices, enc.width, **{k: options[k] for k in fusion.spec_options})
         align = enc.align
         if needs_align_mlp(enc.fusion) and align.kind == "none":
-            align = (
-                dataclasses.replace(align, kind="mlp") if isinstance(align, AlignSpec) else AlignSpec("mlp")
-            )
+            align = dataclasses.replace(align, kind="mlp")
         self.align = build_align(align, self.mfm.out_width)
         self.in_width = len(enc.layer_indices) * enc.width
         self.out_width = self.mfm.out_width
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """`[B, N, L*C]` -> `[B, N, C]`."""
-        return self.align(self.mfm(x))
 
 
 class CommProjector(nn.Module):
@@ -50,15 +60,9 @@ class CommProjector(nn.Module):
         self.spec = spec
         self.branches = nn.ModuleList(Branch(e, spec) for e in spec.encoders)
         self.splits = [b.in_width for b in self.branches]
-        widths = [b.out_width for b in self.branches]
-        if spec.branch_fusion == "sum":
-            if len(set(widths)) != 1:
-                raise ValueError(f"branch_fusion 'sum' needs equal branch widths, got {widths}; use 'concat'")
-            fused = widths[0]
-        else:
-            fused = sum(widths)
-        self.fused_width = fused
-        self.head = build_head(projector_type, fused, llm_width)
+        fused_width, _ = BRANCH_FUSIONS.get(spec.branch_fusion)
+        self.fused_width = fused_width([b.out_width for b in self.branches])
+        self.head = build_head(projector_type, self.fused_width, llm_width)
         mfms = [b.mfm for b in self.branches]
         # One layer norm over the whole input when every branch starts with one of the same shape: it
         # reads the tower's contiguous output once instead of copying each branch's strided slice. The
@@ -88,8 +92,8 @@ class CommProjector(nn.Module):
 
     def fuse(self, x: torch.Tensor) -> torch.Tensor:
         """Tower features -> fused visual features before the final projection."""
-        parts = [b.align(m) for b, m in zip(self.branches, self.merge(x))]
-        return torch.stack(parts).sum(0) if self.spec.branch_fusion == "sum" else torch.cat(parts, dim=-1)
+        _, combine = BRANCH_FUSIONS.get(self.spec.branch_fusion)
+        return combine([b.align(m) for b, m in zip(self.branches, self.merge(x))])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """`[B, N, stacked]` -> `[B, N, llm_width]`."""

@@ -8,9 +8,7 @@ encoder weights are never silently replaced by the folder's (LLaVA #902).
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 from torch import nn
@@ -20,30 +18,9 @@ from comm_tower.builders import build_vision_projector, build_vision_tower
 logger = logging.getLogger(__name__)
 
 
-@contextlib.contextmanager
-def zero3_init_disabled() -> Iterator[None]:
-    """Build modules as full tensors even when an HF DeepSpeed ZeRO-3 config is active.
-
-    Encoders loaded by a nested `from_pretrained` and the projector are then complete on every rank;
-    DeepSpeed partitions them when the engine starts, so no shard is ever loaded empty (LLaVA #1255, #728).
-    """
-    from transformers.integrations import deepspeed as hf_ds
-
-    ref = getattr(hf_ds, "_hf_deepspeed_config_weak_ref", None)
-    if ref is None:
-        yield
-        return
-    hf_ds._hf_deepspeed_config_weak_ref = None
-    try:
-        yield
-    finally:
-        hf_ds._hf_deepspeed_config_weak_ref = ref
-
-
 def build_tower_for_training(config: Any) -> nn.Module:
-    """Build the tower from its encoder folders (weights loaded, frozen) and record what a reload needs."""
-    with zero3_init_disabled():
-        tower = build_vision_tower(config, delay_load=False)
+    """Build the tower from its encoder folders (weights loaded whole, frozen) and record what a reload needs."""
+    tower = build_vision_tower(config, delay_load=False)
     config.mm_hidden_size = tower.hidden_size
     config.mm_encoder_configs = tower.encoder_configs()
     return tower
@@ -63,5 +40,4 @@ def build_tower_for_reload(config: Any) -> nn.Module:
 
 def build_projector(config: Any, vision_tower: nn.Module) -> nn.Module:
     """The projector for `config` and `vision_tower` (LLaVA's `mm_projector`)."""
-    with zero3_init_disabled():
-        return build_vision_projector(config, vision_cfg=vision_tower.config)
+    return build_vision_projector(config, vision_cfg=vision_tower.config)

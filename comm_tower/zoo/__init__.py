@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from comm_tower.encoders import ENCODERS
-from comm_tower.spec import CommSpec, SpecError
+from comm_tower.spec import CommSpec, SpecError, resolve_layer_indices
 
 logger = logging.getLogger(__name__)
 
@@ -75,20 +75,32 @@ def expand_path(path: str) -> str:
     return os.path.expanduser(expanded)
 
 
-def load_preset(name: str) -> CommSpec:
-    """Read and validate a preset by tower name (overrides applied); encoder facts not yet resolved."""
-    base, overrides = split_tower_name(name)
+def _find_preset(base: str) -> Path:
     path = _preset_file(base)
     if path is None:
         raise SpecError(
             f"unknown COMM tower '{base}': not a preset ({', '.join(list_presets())}) nor a .json file"
         )
+    return path
+
+
+def preset_source(name: str) -> str:
+    """How errors name the preset behind a tower name: `preset file '/path/to/x.json'`."""
+    return f"preset file '{_find_preset(split_tower_name(name)[0])}'"
+
+
+def load_preset(name: str) -> CommSpec:
+    """Read and validate a preset by tower name (overrides applied); encoder facts not yet resolved."""
+    base, overrides = split_tower_name(name)
+    path = _find_preset(base)
+    source = f"preset file '{path}'"
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise SpecError(f"preset file {path}: invalid JSON ({err})") from None
-    data.setdefault("name", base)
-    spec = CommSpec.from_dict(data, source=f"preset file {path}")
+        raise SpecError(f"{source}: invalid JSON ({err})") from None
+    if isinstance(data, dict):
+        data.setdefault("name", base)
+    spec = CommSpec.from_dict(data, source=source)
     known = {e.name for e in spec.encoders}
     unknown = sorted(set(overrides) - known)
     if unknown:
@@ -100,10 +112,14 @@ def load_preset(name: str) -> CommSpec:
     return spec
 
 
-def resolve_spec(spec: CommSpec) -> CommSpec:
-    """Fill each encoder's width, depth, sizes and absolute layer indices from its config (no weights)."""
+def resolve_spec(spec: CommSpec, source: str | None = None) -> CommSpec:
+    """Fill each encoder's width, depth, sizes and absolute layer indices from its config (no weights).
+
+    Errors name `source` (default: the spec by name), e.g. `preset_source(name)`.
+    """
+    source = source or f"spec '{spec.name}'"
     out = copy.deepcopy(spec)
-    for enc in out.encoders:
+    for i, enc in enumerate(out.encoders):
         if enc.resolved:
             continue
         family = ENCODERS.get(enc.family)
@@ -111,28 +127,29 @@ def resolve_spec(spec: CommSpec) -> CommSpec:
             cfg = family.read_config(enc.path)
         except OSError as err:
             raise SpecError(
-                f"encoder '{enc.name}' ({enc.family}): cannot read a config at '{enc.path}' ({err}); "
-                f"give a local folder with `{spec.name}:{enc.name}=/path/to/weights`"
+                f"{source}: encoders[{i}] ('{enc.name}', {enc.family}): cannot read a config at "
+                f"'{enc.path}' ({err}); give a local folder with `{spec.name}:{enc.name}=/path/to/weights`"
             ) from None
         enc.width = cfg.hidden_size
         enc.num_layers = cfg.num_hidden_layers
         enc.encoder_image_size = cfg.image_size
         enc.patch_size = cfg.patch_size
-        enc.validate(f"preset '{spec.name}' encoder '{enc.name}'")
-        enc.layer_indices = [k if k >= 0 else enc.num_layers + 1 + k for k in enc.layers]
+        enc.layer_indices = resolve_layer_indices(
+            enc.layers, enc.num_layers, f"{source}: encoders[{i}].layers"
+        )
     first = out.encoders[0]
     if first.image_size is None:
         first.image_size = first.encoder_image_size
     for enc in out.encoders[1:]:
         if enc.image_size is None:
             enc.image_size = first.image_size
-    out.validate()
+    out.validate(source)
     return out
 
 
 @functools.lru_cache(maxsize=64)
 def _resolved_by_name(name: str, env_key: str) -> CommSpec:
-    return resolve_spec(load_preset(name))
+    return resolve_spec(load_preset(name), preset_source(name))
 
 
 def spec_for_name(name: str) -> CommSpec:
