@@ -110,7 +110,8 @@ def _load_on_base(path: str, base: str, kind: CheckpointKind, load: LoadSettings
         load_pretrained_projector(model, projector_path)
     elif kind is CheckpointKind.LORA:
         logger.warning("%s has no %s; the projector stays as in %s", path, NON_LORA_FILE, base)
-    for field in ("image_aspect_ratio", "tokenizer_model_max_length", "tokenizer_padding_side"):
+    recorded = ("image_aspect_ratio", "tokenizer_model_max_length", "tokenizer_padding_side")
+    for field in (*recorded, "conv_template", "system_prompt"):  # the chat format it was trained with
         setattr(model.config, field, getattr(config, field, getattr(model.config, field)))
     if kind is CheckpointKind.LORA:
         model = _merge_lora(model, path)
