@@ -229,8 +229,10 @@ def test_training_data_gets_and_records_the_system_prompt(tmp_path, caplog):
     config = CommLlavaConfig()
     record_chat_format(config, "vicuna_v1", flagged)
     assert (config.conv_template, config.system_prompt) == ("vicuna_v1", SYSTEM)
-    assert dataset([plain], None).system_prompt is None  # the template's own
-    assert dataset([own, own], None).system_prompt == "Own."  # what the data itself says
+    assert dataset([plain], None).common_system_prompt() is None  # the template's own
+    assert dataset([own, own], None).common_system_prompt() == "Own."  # what the data itself says
     with caplog.at_level(logging.WARNING, logger="comm_tower.data"):
-        assert dataset([own, plain, plain], SYSTEM).system_prompt == SYSTEM  # the one most samples use
+        assert (
+            dataset([own, plain, plain], SYSTEM).common_system_prompt() == SYSTEM
+        )  # the one most samples use
     assert any("2 different system prompts" in r.getMessage() for r in caplog.records)

@@ -128,8 +128,7 @@ class LazySupervisedDataset(Dataset):
             messages.insert(0, Message("system", self.args.system_prompt))
         return messages
 
-    @property
-    def system_prompt(self) -> str | None:
+    def common_system_prompt(self) -> str | None:
         """The system prompt most samples train with (None: the template's own); a mix is logged."""
         counts: Counter[str | None] = Counter()
         for sample in self.samples:

@@ -20,6 +20,7 @@ from comm_tower.inference.generation import (
     continuation_logprob,
     generate_batch,
     generate_kwargs,
+    image_tokens,
     pixel_values,
     prompt_positions,
 )
@@ -68,11 +69,6 @@ class Assistant:
         bundle = load_pretrained_model(str(model_path), model_base, **load_kwargs)
         return cls(*bundle, conv_mode=conv_mode, system_prompt=system_prompt)
 
-    @property
-    def image_tokens(self) -> int:
-        """Positions one image takes in the LLM."""
-        return int(self.model.get_vision_tower().num_patches)
-
     def pixels(self, image: Image.Image) -> torch.Tensor:
         """`[3, H, W]` pixels of `image`, as the model was trained to see them."""
         return pixel_values(image, self.image_processor, self.image_aspect_ratio)
@@ -87,7 +83,7 @@ class Assistant:
 
     def positions(self, ids: Sequence[int]) -> int:
         """Positions the prompt `ids` takes in the LLM, images expanded."""
-        return prompt_positions(ids, self.image_tokens)
+        return prompt_positions(ids, image_tokens(self.model))
 
     def generate_kwargs(
         self,

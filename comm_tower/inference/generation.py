@@ -77,9 +77,9 @@ def left_pad(batch: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     return ids, mask
 
 
-def prompt_positions(ids: Sequence[int], image_tokens: int) -> int:
-    """Positions a prompt takes in the LLM: its tokens, each image tag counted as the image's tokens."""
-    return len(ids) + (image_tokens - 1) * sum(1 for t in ids if t == IMAGE_TOKEN_INDEX)
+def prompt_positions(ids: Sequence[int], per_image: int) -> int:
+    """Positions a prompt takes in the LLM: its tokens, each image tag counted as `per_image` positions."""
+    return len(ids) + (per_image - 1) * sum(1 for t in ids if t == IMAGE_TOKEN_INDEX)
 
 
 class TokenBudget:
@@ -116,7 +116,8 @@ def _input_device(model: Any) -> torch.device:
     return model.get_input_embeddings().weight.device
 
 
-def _image_tokens(model: Any) -> int:
+def image_tokens(model: Any) -> int:
+    """Positions one image takes in the LLM (the tower's tokens per image)."""
     return int(model.get_vision_tower().num_patches)
 
 
@@ -132,7 +133,7 @@ def generate_kwargs(
     """`model.generate` arguments: left-padded prompts, images, answer length, greedy or sampling, pad/eos."""
     budget = budget or TokenBudget(context_length(model))
     has_images = any(IMAGE_TOKEN_INDEX in ids for ids in batch_ids)
-    per_image = _image_tokens(model) if has_images else 1
+    per_image = image_tokens(model) if has_images else 1
     positions = max(prompt_positions(ids, per_image) for ids in batch_ids)
     pad = pad_token_id(tokenizer)
     input_ids, attention_mask = left_pad(batch_ids, pad)

@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
 def record_chat_format(config: Any, template: str, dataset: Any) -> None:
     """Save the conversation template and system prompt the data trains with: readers prompt the same way."""
     config.conv_template = template
-    config.system_prompt = dataset.system_prompt
+    config.system_prompt = dataset.common_system_prompt()
     logger.info("chat format: template %s, system prompt %r", template, config.system_prompt)
 
 
