@@ -6,6 +6,7 @@ prompts through `ChatFormat`, which takes them from there unless a flag override
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from comm_tower.constants import DEFAULT_IMAGE_TOKEN
 from comm_tower.data.templates import TEMPLATES, Message, get_template
 
+logger = logging.getLogger(__name__)
 DEFAULT_TEMPLATE = "vicuna_v1"  # what a checkpoint that records nothing was trained with (LLaVA-1.5's v1)
 TEMPLATE_SYSTEM = "default"  # --system-prompt value that asks for the template's own system prompt
 
@@ -60,7 +62,10 @@ class ChatFormat:
 
     def prompt_ids(self, turns: Sequence[Message], tokenizer: Any) -> list[int]:
         """Token ids of the generation prompt for `turns` (ending with the user's), -200 where images go."""
-        return get_template(self.template).encode_prompt(self.messages(turns), tokenizer)
+        template, messages = get_template(self.template), self.messages(turns)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("prompt: %r", template.render_prompt(messages, tokenizer))
+        return template.encode_prompt(messages, tokenizer)
 
     def question_ids(self, question: str, tokenizer: Any, with_image: bool) -> list[int]:
         """Token ids of a one-question prompt (the image, if any, in front of the question)."""
