@@ -11,7 +11,7 @@ from PIL import Image
 
 
 def expand_to_square(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
-    """Pad an image to a square, centred, with `background` (LLaVA's `pad` aspect ratio)."""
+    """Pad an image to a square, centred, with `background` (LLaVA's `expand2square`)."""
     w, h = img.size
     if w == h:
         return img
@@ -19,6 +19,19 @@ def expand_to_square(img: Image.Image, background: tuple[int, int, int]) -> Imag
     out = Image.new(img.mode, (side, side), background)
     out.paste(img, ((side - w) // 2, (side - h) // 2))
     return out
+
+
+def mean_colour(image_mean: Sequence[float]) -> tuple[int, int, int]:
+    """The normalisation mean as an 8-bit RGB colour (what LLaVA pads with)."""
+    if len(image_mean) != 3:
+        raise ValueError(f"image_mean {list(image_mean)}: need three values (R, G, B)")
+    r, g, b = (int(255 * m) for m in image_mean)
+    return (r, g, b)
+
+
+def pad_to_square(img: Image.Image, image_mean: Sequence[float]) -> Image.Image:
+    """LLaVA's 'pad' aspect ratio: centre `img` on a square canvas filled with the mean colour."""
+    return expand_to_square(img, mean_colour(image_mean))
 
 
 class CommImageProcessor:
@@ -48,8 +61,7 @@ class CommImageProcessor:
     @property
     def background(self) -> tuple[int, int, int]:
         """The padding colour: the mean in 0-255 (LLaVA pads with it)."""
-        r, g, b = (int(255 * m) for m in self.image_mean)
-        return (r, g, b)
+        return mean_colour(self.image_mean)
 
     def __call__(self, images: Any, return_tensors: str | None = "pt", **kwargs: Any) -> dict[str, Any]:
         """Alias of `preprocess`."""
@@ -69,7 +81,7 @@ class CommImageProcessor:
             raise TypeError(f"expected a PIL image, got {type(img).__name__}")
         img = img.convert("RGB")
         if self.pad_to_square:
-            img = expand_to_square(img, self.background)
+            img = pad_to_square(img, self.image_mean)
         img = self._resize_shortest(img)
         img = self._centre_crop(img)
         arr = np.asarray(img, dtype=np.float32) * np.float32(1 / 255)

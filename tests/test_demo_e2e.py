@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,12 +17,13 @@ from safetensors.torch import load_file
 from comm_tower.demo.__main__ import build_parser, config_from_args, main
 from comm_tower.demo.evaluation import blind, load_model
 from comm_tower.demo.models import LlmSize, ensure_demo_models
-from comm_tower.demo.runner import METRIC_ROWS
+from comm_tower.demo.runner import METRIC_ROWS, DemoConfig
 from comm_tower.demo.training import losses
 from comm_tower.inference.generation import pixel_values
 
 pytestmark = pytest.mark.slow
 N_TEST = 6
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +141,8 @@ def test_models_are_cached_for_the_next_run(demo):
 
 def test_blind_baseline_ignores_the_image(demo):
     out, _, _ = demo
-    tokenizer, model, processor = load_model(out / "runs" / "comm" / "stage2")
+    assistant = load_model(out / "runs" / "comm" / "stage2")
+    tokenizer, model, processor = assistant.tokenizer, assistant.model, assistant.image_processor
     a = pixel_values(Image.new("RGB", (128, 128), (220, 40, 40)), processor)
     b = pixel_values(Image.new("RGB", (128, 128), (40, 80, 220)), processor)
     ids = tokenizer("USER: Is there a red circle? ASSISTANT:", return_tensors="pt").input_ids
@@ -168,3 +173,36 @@ def test_recipes_map_to_the_comm_train_flags(tmp_path):
     assert "--tune_mm_mlp_adapter" not in comm1 and "--pretrain_mm_mlp_adapter" not in comm2
     assert comm2[comm2.index("--model_name_or_path") + 1] == str(out / "stage1")
     assert comm1[comm1.index("--version") + 1] == "plain" and comm2[comm2.index("--version") + 1] == "v1"
+
+
+def test_checkpoints_record_the_chat_format_they_were_trained_with(demo):
+    out, _, _ = demo
+    run = out / "runs" / "comm"
+    stage1 = json.loads((run / "stage1" / "config.json").read_text())
+    stage2 = json.loads((run / "stage2" / "config.json").read_text())
+    assert (stage1["conv_template"], stage1["system_prompt"]) == ("plain", None)
+    assert (stage2["conv_template"], stage2["system_prompt"]) == ("vicuna_v1", DemoConfig().system)
+    mid = json.loads((run / "stage2" / "checkpoint-20" / "config.json").read_text())
+    assert (mid["conv_template"], mid["system_prompt"]) == ("vicuna_v1", DemoConfig().system)
+
+
+def test_comm_chat_with_only_model_and_image_gives_the_demos_chat_answer(demo):
+    """`comm-chat --model-path M --image-file I`, nothing else: the checkpoint says how to prompt it."""
+    out, _, _ = demo
+    image, question, answer, _ = json.loads((out / "runs" / "comm" / "result.json").read_text())["chat"]
+    args = ["--model-path", str(out / "runs" / "comm" / "stage2"), "--image-file", str(out / "data" / image)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "comm_tower.serve.cli", *args],
+        input=f"{question}\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**env, "CUDA_VISIBLE_DEVICES": ""},
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr and "comm-chat: error" not in run.stderr, run.stderr[-2000:]
+    printed = run.stdout.split("ASSISTANT: ", 1)[1].rsplit("USER: ", 1)[0]  # up to the prompt Ctrl-D answered
+    assert printed.strip() == answer
+    assert answer  # the demo's model said something

@@ -17,7 +17,8 @@ from PIL import Image
 lmms_eval = pytest.importorskip("lmms_eval", reason="lmms-eval is not installed (pip install lmms-eval)")
 from lmms_eval.api.instance import Instance  # noqa: E402
 
-from comm_tower.inference.generation import GenerationConfig, generate_batch, pixel_values, prompt_ids  # noqa: E402
+from comm_tower.inference.generation import GenerationConfig, generate_batch, pixel_values  # noqa: E402
+from comm_tower.inference.prompts import ChatFormat  # noqa: E402
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +89,7 @@ def test_generate_until_matches_comm_eval(plugin):
     )
     assert isinstance(out[0], str)
     image = plugin.task_dict["toy"]["test"][0]["image"]
-    ids = prompt_ids([("user", "<image>\nWhat colour is it?")], plugin.tokenizer, "vicuna_v1")
+    ids = ChatFormat("vicuna_v1").question_ids("What colour is it?", plugin.tokenizer, with_image=True)
     px = pixel_values(image, plugin.image_processor, "pad")
     direct = generate_batch(plugin.model, plugin.tokenizer, [ids], [px], [image.size], GenerationConfig(4))
     assert out == direct
@@ -99,7 +100,7 @@ def test_loglikelihood_matches_the_model_loss(plugin):
         [_req("loglikelihood", ("What colour is it?", " red", _visual, 0, "toy", "test"))]
     )
     tok = plugin.tokenizer
-    ctx = prompt_ids([("user", "<image>\nWhat colour is it?")], tok, "vicuna_v1")
+    ctx = ChatFormat("vicuna_v1").question_ids("What colour is it?", tok, with_image=True)
     cont = tok(" red", add_special_tokens=False)["input_ids"]
     image = plugin.task_dict["toy"]["test"][0]["image"]
     px = pixel_values(image, plugin.image_processor, "pad")[None]

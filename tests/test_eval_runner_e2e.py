@@ -8,6 +8,7 @@ from PIL import Image
 from comm_tower.eval.answering import answer_questions
 from comm_tower.eval.metrics import METRICS
 from comm_tower.eval.runner import build_parser, main, run
+from comm_tower.inference.assistant import Assistant
 from comm_tower.inference.generation import GenerationConfig
 
 pytestmark = pytest.mark.slow
@@ -126,33 +127,32 @@ def test_batched_answers_equal_one_by_one(tiny_model, question_file, tmp_path):
     texts = {}
     for bs in (1, 3):
         path = tmp_path / f"bs{bs}.jsonl"
-        assert answer_questions(tok, model, proc, rows, path, images, gen=gen, batch_size=bs) == 5
+        assert answer_questions(Assistant(tok, model, proc), rows, path, images, gen=gen, batch_size=bs) == 5
         texts[bs] = {a["question_id"]: a["text"] for a in _answers(path)}
     assert len(set(texts[1].values())) > 1  # the prompts and images do change the answers
     assert texts[1] == texts[3]
 
 
 def test_system_prompt_replaces_the_templates(tiny_model, question_file, tmp_path, monkeypatch):
-    """`system=` reaches the prompt the model sees, in place of vicuna_v1's default (as in training data)."""
-    import comm_tower.eval.answering as answering
+    """`system_prompt=` reaches the prompt the model sees, in place of vicuna_v1's default (as in training data)."""
     from comm_tower.data.templates import VicunaV1Template
 
     questions, images = question_file
     rows = [json.loads(line) for line in questions.read_text().splitlines()][:2]
     tok, model, proc, _ = tiny_model
     seen: list[str] = []
-    real = answering.generate_batch
+    real = Assistant.answer
 
-    def spy(model, tokenizer, batch_ids, *args):
-        seen.extend(
-            tokenizer.decode([i for i in ids if i >= 0], skip_special_tokens=True) for ids in batch_ids
-        )
-        return real(model, tokenizer, batch_ids, *args)
+    def spy(self, batch_ids, *args):
+        seen.extend(tok.decode([i for i in ids if i >= 0], skip_special_tokens=True) for ids in batch_ids)
+        return real(self, batch_ids, *args)
 
-    monkeypatch.setattr(answering, "generate_batch", spy)
+    monkeypatch.setattr(Assistant, "answer", spy)
     gen = GenerationConfig(max_new_tokens=2)
-    answer_questions(tok, model, proc, rows, tmp_path / "a.jsonl", images, gen=gen, system="Be brief.")
-    answer_questions(tok, model, proc, rows, tmp_path / "b.jsonl", images, gen=gen)
+    brief = Assistant(tok, model, proc, system_prompt="Be brief.")
+    answer_questions(brief, rows, tmp_path / "a.jsonl", images, gen=gen)
+    answer_questions(Assistant(tok, model, proc), rows, tmp_path / "b.jsonl", images, gen=gen)
+    assert len(seen) == 4
     with_system, default = seen[:2], seen[2:]
     assert all(p.replace(" ", "").startswith("Bebrief.USER:") for p in with_system), with_system
     assert all(VicunaV1Template.system.split()[0] in p and "brief" not in p for p in default), default

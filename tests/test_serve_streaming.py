@@ -8,7 +8,9 @@ from _serve_helpers import QUESTION_1, QUESTION_2, expected_answers, one_thread,
 from PIL import Image
 from transformers import AutoTokenizer
 
+from comm_tower.inference.assistant import Assistant
 from comm_tower.inference.chat import ChatSession
+from comm_tower.inference.generation import GenerationConfig
 from comm_tower.inference.loading import load_pretrained_model
 from comm_tower.inference.streaming import TextChunkStreamer, stream_generate
 
@@ -29,7 +31,7 @@ def bundle(ckpt):
 def test_session_streams_several_pieces_that_add_up_to_generate(bundle, ckpt):
     tokenizer, model, processor, context_len = bundle
     want = expected_answers(model, tokenizer, ckpt / "red.png", max_new_tokens=12)
-    session = ChatSession(tokenizer, model, processor, context_len, temperature=0.0, max_new_tokens=12)
+    session = ChatSession(Assistant(tokenizer, model, processor, context_len), GenerationConfig(12))
     session.set_image(Image.open(ckpt / "red.png"))
     got = []
     with one_thread():
@@ -66,7 +68,7 @@ def test_errors_in_generate_reach_the_reader(bundle):
 
 def test_long_chats_drop_old_turns_but_keep_the_image_turn(bundle, ckpt):
     tokenizer, model, processor, _ = bundle
-    session = ChatSession(tokenizer, model, processor, context_len=200, temperature=0.0, max_new_tokens=4)
+    session = ChatSession(Assistant(tokenizer, model, processor, context_len=200), GenerationConfig(4))
     session.set_image(Image.open(ckpt / "red.png"))
     with one_thread():
         for i in range(6):
@@ -82,7 +84,7 @@ def test_web_demo_logic_streams_and_starts_over_on_a_new_image(bundle, ckpt, tmp
 
     tokenizer, model, processor, context_len = bundle
     want = expected_answers(model, tokenizer, ckpt / "red.png", max_new_tokens=12)
-    web = WebChat(ChatSession(tokenizer, model, processor, context_len, temperature=0.0, max_new_tokens=12))
+    web = WebChat(ChatSession(Assistant(tokenizer, model, processor, context_len), GenerationConfig(12)))
     with one_thread():
         first = list(web.respond(QUESTION_1, str(ckpt / "red.png"), []))
         second = list(web.respond(QUESTION_2, str(ckpt / "red.png"), first[-1]))
@@ -102,5 +104,5 @@ def test_web_demo_builds_with_gradio(bundle):
     from comm_tower.serve.gradio_app import WebChat, build_demo
 
     tokenizer, model, processor, context_len = bundle
-    demo = build_demo(WebChat(ChatSession(tokenizer, model, processor, context_len)))
+    demo = build_demo(WebChat(ChatSession(Assistant(tokenizer, model, processor, context_len))))
     assert demo is not None

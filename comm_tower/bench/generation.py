@@ -15,8 +15,9 @@ from transformers import AutoTokenizer
 from comm_tower.bench.llm import VOCAB, comm_model
 from comm_tower.bench.report import Row
 from comm_tower.bench.sizes import BenchSize
+from comm_tower.inference.assistant import Assistant
 from comm_tower.inference.chat import ChatSession
-from comm_tower.inference.loading import load_pretrained_model
+from comm_tower.inference.generation import GenerationConfig
 from comm_tower.zoo.tiny_lm import build_tiny_llama
 
 logger = logging.getLogger(__name__)
@@ -40,9 +41,8 @@ def save_checkpoint(size: BenchSize, preset: Path, root: Path) -> Path:
 
 
 def _session(path: Path, load_4bit: bool, new_tokens: int) -> ChatSession:
-    tokenizer, model, processor, context = load_pretrained_model(str(path), load_4bit=load_4bit, device="cpu")
-    session = ChatSession(tokenizer, model, processor, context, "vicuna_v1", temperature=0.0)
-    session.max_new_tokens = new_tokens
+    assistant = Assistant.load(str(path), load_4bit=load_4bit, device="cpu")
+    session = ChatSession(assistant, GenerationConfig(max_new_tokens=new_tokens))
     rng = np.random.default_rng(0)
     session.set_image(Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)))
     return session
@@ -72,7 +72,7 @@ def run(size: BenchSize, preset: Path, root: Path, repeats: int, new_tokens: int
         for name in list(modes) if r % 2 == 0 else list(modes)[::-1]:
             first[name].append(_generate(sessions[name], kwargs[name], 1))
             full[name].append(_generate(sessions[name], kwargs[name], new_tokens))
-    prompt_len = len(kwargs["fp32"]["inputs"][0]) - 1 + sessions["fp32"].model.get_vision_tower().num_patches
+    prompt_len = sessions["fp32"].assistant.positions(kwargs["fp32"]["inputs"][0].tolist())
     rows = []
     for name in modes:
         t1, tn = statistics.median(first[name]), statistics.median(full[name])

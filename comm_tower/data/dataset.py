@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,9 @@ from tqdm.auto import tqdm
 from comm_tower.data.errors import DataError
 from comm_tower.data.images import WHITE, load_image
 from comm_tower.data.records import Sample, parse_record, read_records
-from comm_tower.data.templates import get_template, normalize_image_tags
+from comm_tower.data.templates import Message, get_template, normalize_image_tags
 from comm_tower.data.truncation import SampleTooLong, truncate
+from comm_tower.processor import pad_to_square
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,13 @@ class DataArguments:
     image_folder: str | None = field(default=None, metadata={"help": "Folder the 'image' paths are under."})
     image_aspect_ratio: str = field(default="square", metadata={"help": "'pad' (to square) or 'square'."})
     template: str = field(default="vicuna_v1", metadata={"help": "plain | vicuna_v1 | chat_template."})
+    system_prompt: str | None = field(
+        default=None,
+        metadata={
+            "help": "System prompt of samples that do not open with a 'system' turn (default: the "
+            "template's own); recorded in the checkpoint, so chat and evaluation use it too."
+        },
+    )
     model_max_length: int | None = field(
         default=None, metadata={"help": "Max positions incl. visual tokens; default: the tokenizer's."}
     )
@@ -110,6 +119,32 @@ class LazySupervisedDataset(Dataset):
             len(self.samples) - n_img,
             len(self._skipped),
         )
+
+    # ----- system prompt -----
+    def messages(self, sample: Sample) -> list[Message]:
+        """The sample's turns, opened by `--system_prompt` when it has no system turn of its own."""
+        messages = list(sample.messages)
+        if self.args.system_prompt is not None and messages[0].role != "system":
+            messages.insert(0, Message("system", self.args.system_prompt))
+        return messages
+
+    def common_system_prompt(self) -> str | None:
+        """The system prompt most samples train with (None: the template's own); a mix is logged."""
+        counts: Counter[str | None] = Counter()
+        for sample in self.samples:
+            first = self.messages(sample)[0]
+            counts[first.content if first.role == "system" else None] += 1
+        (prompt, n), *others = counts.most_common()
+        if others:
+            logger.warning(
+                "samples train with %d different system prompts; %d of %d use %r, which the checkpoint "
+                "records for chat and evaluation",
+                len(counts),
+                n,
+                len(self.samples),
+                prompt,
+            )
+        return prompt
 
     # ----- bad samples -----
     def _reject(self, err: DataError) -> None:
@@ -198,20 +233,19 @@ class LazySupervisedDataset(Dataset):
         if not sample.images:
             return torch.zeros(0, 3, size["height"], size["width"])
         pad = self.args.image_aspect_ratio == "pad"
-        fill = tuple(int(255 * m) for m in self.image_processor.image_mean)
         images = []
         for k, rel in enumerate(sample.images):
             field_name = "image" if len(sample.images) == 1 else f"image[{k}]"
             # transparency goes onto white, as at inference (comm_tower.eval loads with the same default)
             img = load_image(self._image_path(rel), sample.index, field_name, background=WHITE)
-            images.append(_expand_to_square(img, fill) if pad else img)
+            images.append(pad_to_square(img, self.image_processor.image_mean) if pad else img)
         return self.image_processor.preprocess(images, return_tensors="pt")["pixel_values"]
 
     def _build(self, sample: Sample) -> dict[str, torch.Tensor]:
         multimodal = self.args.is_multimodal
         pixels = self._pixels(sample) if multimodal else None
         try:
-            messages = normalize_image_tags(list(sample.messages), len(sample.images))
+            messages = normalize_image_tags(self.messages(sample), len(sample.images))
             ids, labels = self.template.encode(messages, self.tokenizer)
         except ValueError as err:
             raise DataError(str(err), sample.index, "conversations") from None
@@ -222,10 +256,3 @@ class LazySupervisedDataset(Dataset):
         if multimodal:
             item["images"] = pixels
         return item
-
-
-def _expand_to_square(img: Any, fill: tuple[int, ...]) -> Any:
-    """LLaVA's 'pad' aspect ratio, via the core processor's helper."""
-    from comm_tower.processor import expand_to_square  # the core owns it; imported late so data loads alone
-
-    return expand_to_square(img, fill)

@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--system",
         default=d.system,
-        help="system prompt of stage-2 data and evaluation; 'default' keeps vicuna_v1's own",
+        help="system prompt of the stage-2 data, recorded in the checkpoint for evaluation and chat; "
+        "'default' keeps vicuna_v1's own",
     )
     p.add_argument(
         "--llm-init-std",

@@ -19,24 +19,16 @@ from comm_tower.eval.questions import load_questions
 from comm_tower.eval.runner import merged_samples
 from comm_tower.eval.scoring import score_samples
 from comm_tower.eval.tasks import TASKS
-from comm_tower.inference.generation import (
-    GenerationConfig,
-    generate_batch,
-    pixel_values,
-    prompt_ids,
-    user_text,
-)
+from comm_tower.inference.assistant import Assistant
+from comm_tower.inference.generation import GenerationConfig
 
 logger = logging.getLogger(__name__)
-GEN = GenerationConfig(max_new_tokens=24)
+GEN = GenerationConfig(max_new_tokens=24)  # held-out answers are a word, a count or a box
 
 
-def load_model(model_dir: Path) -> tuple[Any, Any, Any]:
-    """(tokenizer, model, image_processor) of a stage-2 checkpoint, on CPU in float32."""
-    from comm_tower.inference.loading import load_pretrained_model
-
-    tokenizer, model, processor, _ = load_pretrained_model(str(model_dir), device="cpu", dtype=torch.float32)
-    return tokenizer, model, processor
+def load_model(model_dir: Path) -> Assistant:
+    """A stage-2 checkpoint on CPU in float32, answering in the chat format it was trained with."""
+    return Assistant.load(str(model_dir), device="cpu", dtype=torch.float32)
 
 
 @contextlib.contextmanager
@@ -50,48 +42,41 @@ def blind(model: Any) -> Iterator[None]:
 
 
 def evaluate(
-    bundle: tuple[Any, Any, Any],
+    assistant: Assistant,
     data_dir: Path,
     answers_file: Path,
     zero_image: bool = False,
     limit: int | None = None,
     batch_size: int = 32,
-    system: str | None = None,
 ) -> dict[str, float]:
     """Answer `test.jsonl` (resumable answers file) and return the `demo` task's scores."""
-    tokenizer, model, processor = bundle
     questions = load_questions(str(Path(data_dir) / "test.jsonl"))
     if limit is not None:
         questions = questions[:limit]
-    ctx = blind(model) if zero_image else contextlib.nullcontext()
+    ctx = blind(assistant.model) if zero_image else contextlib.nullcontext()
     with ctx:
         answer_questions(
-            tokenizer,
-            model,
-            processor,
+            assistant,
             questions,
             answers_file,
             data_dir,
-            template="vicuna_v1",
             gen=GEN,
             batch_size=batch_size,
-            image_aspect_ratio="pad",
             model_id="demo-blind" if zero_image else "demo",
-            system=system,
         )
     samples = merged_samples(questions, answers_file)
-    return score_samples(TASKS.get("demo"), samples, "pad")
+    return score_samples(TASKS.get("demo"), samples, assistant.image_aspect_ratio)
 
 
 def score_with_and_without_image(
-    bundle: tuple[Any, Any, Any], data_dir: Path, folder: Path, limit: int | None, system: str | None
+    assistant: Assistant, data_dir: Path, folder: Path, limit: int | None
 ) -> tuple[dict[str, float], dict[str, float]]:
     """(scores, blind scores) on the held-out split; the answers go to `folder`, written afresh."""
     scores = []
     for name, zero in (("answers.jsonl", False), ("answers_blind.jsonl", True)):
         answers = Path(folder) / name
         answers.unlink(missing_ok=True)  # answers of an earlier run would be taken as resumed
-        scores.append(evaluate(bundle, data_dir, answers, zero_image=zero, limit=limit, system=system))
+        scores.append(evaluate(assistant, data_dir, answers, zero_image=zero, limit=limit))
     return scores[0], scores[1]
 
 
@@ -105,11 +90,8 @@ def checkpoints(stage_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def ask(bundle: tuple[Any, Any, Any], image: Path, question: str, system: str | None = None) -> str:
-    """One chat turn: the model's answer to `question` about `image` (`system`: as in training)."""
+def ask(assistant: Assistant, image: Path, question: str) -> str:
+    """One chat turn as comm-chat answers it: greedy, as long as fits, in the recorded chat format."""
     from comm_tower.data.images import load_image
 
-    tokenizer, model, processor = bundle
-    ids = prompt_ids([("user", user_text(question, True))], tokenizer, "vicuna_v1", system)
-    img = load_image(image)
-    return generate_batch(model, tokenizer, [ids], [pixel_values(img, processor, "pad")], [img.size], GEN)[0]
+    return assistant.ask(load_image(image), question)

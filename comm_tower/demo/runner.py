@@ -133,14 +133,15 @@ def run_preset(cfg: DemoConfig, preset: str, data_dir: Path, llm: Path) -> RunRe
             seed=cfg.seed,
             recipe=cfg.recipe,
             save_every=cfg.score_every if stage == 2 else None,
+            system=cfg.system if stage == 2 else None,
         )
         run_stage(argv)
     curves = {f"{preset} stage {s}": losses(run_dir / f"stage{s}") for s in (1, 2)}
     print(f"\n== {preset}: evaluation on {cfg.n_test} held-out images ==", flush=True)
-    bundle = load_model(run_dir / "stage2")
-    scores, blind = score_with_and_without_image(bundle, data_dir, run_dir, cfg.eval_limit, cfg.system)
+    assistant = load_model(run_dir / "stage2")  # the chat format comes from the checkpoint, as in comm-chat
+    scores, blind = score_with_and_without_image(assistant, data_dir, run_dir, cfg.eval_limit)
     question = next(q for q in _test_questions(data_dir) if q["category"] == "rec")
-    answer = ask(bundle, data_dir / question["image"], question["text"], system=cfg.system)
+    answer = ask(assistant, data_dir / question["image"], question["text"])
     chat = (question["image"], question["text"], answer, question["answer"])
     by_step = _score_checkpoints(cfg, preset, run_dir / "stage2", data_dir) if cfg.score_every else {}
     result = RunResult(preset, scores, blind, curves, chat, time.time() - start, by_step)
@@ -155,9 +156,7 @@ def _score_checkpoints(
     by_step = {}
     for step, folder in checkpoints(stage_dir):
         print(f"\n== {preset}: scoring the stage-2 checkpoint of step {step} ==", flush=True)
-        by_step[step] = score_with_and_without_image(
-            load_model(folder), data_dir, folder, cfg.eval_limit, cfg.system
-        )
+        by_step[step] = score_with_and_without_image(load_model(folder), data_dir, folder, cfg.eval_limit)
     return by_step
 
 

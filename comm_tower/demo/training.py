@@ -37,12 +37,14 @@ def stage_argv(
     seed: int = 0,
     recipe: str = "comm",
     save_every: int | None = None,
+    system: str | None = None,
 ) -> list[str]:
     """`comm-train` flags for stage 1 (captions, plain template) or stage 2 (instructions, v1).
 
     `recipe="comm"` (the paper): the LLM and the projector train in both stages, stage 2 starting from the
     whole stage-1 model. `recipe="llava"` (LLaVA-1.5): stage 1 trains only the projector (`mm_projector.bin`).
     `save_every`: also save the model (not the optimizer) every that many steps, `checkpoint-<step>`.
+    `system`: the system prompt the data trains with (`--system_prompt`, recorded in the checkpoint).
     """
     if stage not in (1, 2):
         raise ValueError(f"stage must be 1 or 2, got {stage}")
@@ -75,6 +77,8 @@ def stage_argv(
         "--seed", str(seed),
         "--disable_tqdm", "False",
     ]  # fmt: skip
+    if system is not None:
+        argv += ["--system_prompt", system]
     if save_every is not None:
         argv[argv.index("--save_strategy") + 1] = "steps"
         argv += ["--save_steps", str(save_every), "--save_only_model", "True"]

@@ -12,35 +12,23 @@ from tqdm import tqdm
 
 from comm_tower.data.images import load_image
 from comm_tower.eval.questions import answered_ids, append_answers
-from comm_tower.inference.generation import (
-    GenerationConfig,
-    generate_batch,
-    pixel_values,
-    prompt_ids,
-    user_text,
-)
+from comm_tower.inference.assistant import Assistant
+from comm_tower.inference.generation import GenerationConfig
+from comm_tower.inference.prompts import user_text
 
 logger = logging.getLogger(__name__)
 
 
 def answer_questions(
-    tokenizer: Any,
-    model: Any,
-    image_processor: Any,
+    assistant: Assistant,
     questions: Sequence[dict[str, Any]],
     answers_file: str | Path,
     image_folder: str | Path = ".",
-    template: str = "vicuna_v1",
     gen: GenerationConfig | None = None,
     batch_size: int = 1,
-    image_aspect_ratio: str = "pad",
     model_id: str = "comm",
-    system: str | None = None,
 ) -> int:
-    """Answer every question not yet in `answers_file`; returns how many were answered in this call.
-
-    `system` replaces the template's system prompt (as a leading "system" turn in the training data does).
-    """
+    """Answer every question not yet in `answers_file`; returns how many were answered in this call."""
     gen = gen or GenerationConfig()
     done = answered_ids(answers_file)
     todo = [q for q in questions if str(q["question_id"]) not in done]
@@ -62,18 +50,7 @@ def answer_questions(
         else:
             groups = [chunk]
         for group in groups:
-            texts = _answer_group(
-                tokenizer,
-                model,
-                image_processor,
-                group,
-                index_of,
-                Path(image_folder),
-                template,
-                gen,
-                image_aspect_ratio,
-                system,
-            )
+            texts = _answer_group(assistant, group, index_of, Path(image_folder), gen)
             records = []
             for q, (prompt, text) in zip(group, texts):
                 meta = {k: q[k] for k in ("category", "subset") if k in q}
@@ -94,26 +71,20 @@ def answer_questions(
 
 
 def _answer_group(
-    tokenizer: Any,
-    model: Any,
-    image_processor: Any,
+    assistant: Assistant,
     group: Sequence[dict[str, Any]],
     index_of: dict[str, int],
     image_folder: Path,
-    template: str,
     gen: GenerationConfig,
-    image_aspect_ratio: str,
-    system: str | None = None,
 ) -> list[tuple[str, str]]:
     has_image = bool(group[0].get("image"))
     ids, pixels, sizes, prompts = [], [], [], []
     for q in group:
-        prompt = user_text(str(q["text"]), has_image)
-        prompts.append(prompt)
-        ids.append(prompt_ids([("user", prompt)], tokenizer, template, system))
+        prompts.append(user_text(str(q["text"]), has_image))
+        ids.append(assistant.question_ids(str(q["text"]), has_image))
         if has_image:
             img = load_image(image_folder / q["image"], index=index_of[str(q["question_id"])])
-            pixels.append(pixel_values(img, image_processor, image_aspect_ratio))
+            pixels.append(assistant.pixels(img))
             sizes.append(img.size)
-    answers = generate_batch(model, tokenizer, ids, pixels or None, sizes or None, gen)
+    answers = assistant.answer(ids, pixels or None, sizes or None, gen)
     return list(zip(prompts, answers))

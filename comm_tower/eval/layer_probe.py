@@ -28,6 +28,7 @@ from comm_tower.eval.questions import load_questions
 from comm_tower.eval.runner import merged_samples
 from comm_tower.eval.scoring import score_samples
 from comm_tower.eval.tasks import TASKS
+from comm_tower.inference.assistant import Assistant
 from comm_tower.inference.generation import GenerationConfig
 from comm_tower.spec import resolve_layer_indices
 
@@ -197,17 +198,20 @@ def run_probe(args: argparse.Namespace) -> dict[str, Any]:
         losses = train_projector(model, tokenizer, args)
         answers = out / f"layer_{layer:02d}" / "answers.jsonl"
         answers.unlink(missing_ok=True)  # a half-answered file belongs to an untrained projector
-        answer_questions(
+        assistant = Assistant(
             tokenizer,
             model,
             model.get_vision_tower().image_processor,
+            conv_mode=args.template,
+            image_aspect_ratio=args.image_aspect_ratio,
+        )
+        answer_questions(
+            assistant,
             questions,
             answers,
             args.image_folder,
-            template=args.template,
             gen=GenerationConfig(max_new_tokens=args.max_new_tokens),
             batch_size=args.eval_batch_size,
-            image_aspect_ratio=args.image_aspect_ratio,
             model_id=f"probe-L{layer}",
         )
         scores = score_samples(

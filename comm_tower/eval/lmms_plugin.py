@@ -1,9 +1,12 @@
 """lmms-eval model plugin: `--model comm --model_args pretrained=CKPT[,conv_template=vicuna_v1,...]`.
 
+The conversation template and system prompt default to those the checkpoint was trained with
+(`conv_template=...`, `system_prompt=...` override them).
+
 lmms-eval finds plugins through the entry-point group `lmms_eval.models`; setup.py registers
 `comm = comm_tower.eval.lmms_plugin:manifest`, whose payload (a callable returning a `ModelManifest`)
-points lmms-eval at `CommLmms`. Requests are answered through the same prompt and generation code as
-comm-eval (`comm_tower.inference.generation`). This module imports lmms_eval, so only lmms-eval imports it.
+points lmms-eval at `CommLmms`. Requests are answered through the same `Assistant` as comm-eval
+(`comm_tower.inference`). This module imports lmms_eval, so only lmms-eval imports it.
 """
 
 from __future__ import annotations
@@ -20,14 +23,8 @@ from tqdm import tqdm
 
 from comm_tower.eval.metrics.boxes import boxes_to_original_fractions
 from comm_tower.eval.scoring import ASPECT_TO_FRAME
-from comm_tower.inference.generation import (
-    GenerationConfig,
-    continuation_logprob,
-    generate_batch,
-    pixel_values,
-    prompt_ids,
-    user_text,
-)
+from comm_tower.inference.assistant import Assistant
+from comm_tower.inference.generation import GenerationConfig
 
 logger = logging.getLogger(__name__)
 MODEL_ID = "comm"
@@ -55,7 +52,8 @@ class CommLmms(lmms):
         self,
         pretrained: str | None = None,
         model_base: str | None = None,
-        conv_template: str = "vicuna_v1",
+        conv_template: str | None = None,
+        system_prompt: str | None = None,
         device: str = "cpu",
         dtype: str | None = None,
         image_aspect_ratio: str | None = None,
@@ -76,11 +74,15 @@ class CommLmms(lmms):
             bundle = load_pretrained_model(
                 pretrained, model_base, device=device, dtype=getattr(torch, dtype) if dtype else None
             )
-        self.tokenizer, self.model, self.image_processor, self.context_len = bundle
+        self.assistant = Assistant(
+            *bundle,
+            conv_mode=conv_template,
+            system_prompt=system_prompt,
+            image_aspect_ratio=image_aspect_ratio,
+        )
+        self.tokenizer, self.model, self.image_processor = bundle[:3]
         self.model.eval()
-        self.template = conv_template
-        config = getattr(self.model, "config", None)
-        self.image_aspect_ratio = image_aspect_ratio or getattr(config, "image_aspect_ratio", None) or "pad"
+        self.image_aspect_ratio = self.assistant.image_aspect_ratio
         self.batch_size = int(batch_size)
         self.max_new_tokens = int(max_new_tokens)
         if box_frame not in ("original", "model"):
@@ -105,7 +107,7 @@ class CommLmms(lmms):
                 )
             return None, None
         img = images[0].convert("RGB")
-        return pixel_values(img, self.image_processor, self.image_aspect_ratio), img.size
+        return self.assistant.pixels(img), img.size
 
     def _gen_config(self, gen_kwargs: dict[str, Any]) -> GenerationConfig:
         temperature = float(gen_kwargs.get("temperature", 0.0) or 0.0)
@@ -122,8 +124,7 @@ class CommLmms(lmms):
         self, context: str, visuals: Any
     ) -> tuple[list[int], torch.Tensor | None, tuple[int, int] | None]:
         pixels, size = self._image(visuals)
-        ids = prompt_ids([("user", user_text(context, pixels is not None))], self.tokenizer, self.template)
-        return ids, pixels, size
+        return self.assistant.question_ids(context, pixels is not None), pixels, size
 
     def _finish(self, text: str, size: tuple[int, int] | None, until: Any) -> str:
         text = _truncate_at_stops(text, until)
@@ -149,7 +150,7 @@ class CommLmms(lmms):
                 ids = [prepared[i][0] for i in chunk]
                 pixels = [prepared[i][1] for i in chunk] if with_image else None
                 sizes = [prepared[i][2] for i in chunk] if with_image else None
-                texts = generate_batch(self.model, self.tokenizer, ids, pixels, sizes, gen)
+                texts = self.assistant.answer(ids, pixels, sizes, gen)
                 for i, text in zip(chunk, texts):
                     results[i] = self._finish(text, prepared[i][2], prepared[i][3].get("until"))
                 bar.update(len(chunk))
@@ -173,11 +174,7 @@ class CommLmms(lmms):
             doc = self._doc(task, split, doc_id)
             continuation = doc_to_target if isinstance(doc_to_target, str) else doc_to_target(doc)
             pixels, size = self._image(doc_to_visual(doc))
-            ctx = prompt_ids(
-                [("user", user_text(context, pixels is not None))], self.tokenizer, self.template
-            )
-            cont = self.tokenizer(str(continuation), add_special_tokens=False)["input_ids"]
-            results.append(continuation_logprob(self.model, ctx, cont, pixels, size))
+            results.append(self.assistant.logprob(context, str(continuation), pixels, size))
         return results
 
     def generate_until_multi_round(self, requests: list[Instance]) -> list[list[str]]:

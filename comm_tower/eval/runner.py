@@ -22,7 +22,8 @@ from comm_tower.eval.questions import load_answers, load_questions
 from comm_tower.eval.report import results_table
 from comm_tower.eval.scoring import ASPECT_TO_FRAME, score_samples
 from comm_tower.eval.tasks import TASKS
-from comm_tower.inference.generation import GenerationConfig
+from comm_tower.inference.assistant import Assistant
+from comm_tower.inference.flags import add_generation_arguments, check_generation_arguments, generation_config
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-folder", default=".", help="folder the questions' 'image' paths are relative to")
     p.add_argument("--answers-file", required=True, help="JSONL answers; existing answers are kept (resume)")
     p.add_argument("--task", required=True, choices=TASKS.names(), help="which metric and paper numbers")
-    p.add_argument("--conv-mode", default="vicuna_v1", help="conversation template (vicuna_v1, plain, ...)")
     p.add_argument(
         "--image-aspect-ratio",
         default=None,
@@ -45,10 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how images reach the model (and so the frame of REC boxes); default: the model config's, else pad",
     )
     p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--num-beams", type=int, default=1)
+    add_generation_arguments(p, beams=True)
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
     p.add_argument("--dtype", default=None, choices=[None, "float32", "float16", "bfloat16"])
     p.add_argument("--load-4bit", action="store_true")
@@ -110,20 +107,23 @@ def run(args: argparse.Namespace, bundle: tuple[Any, Any, Any, int] | None = Non
         questions = questions[: args.limit]
     aspect = args.image_aspect_ratio
     if not args.score_only:
-        tokenizer, model, image_processor, _ = bundle if bundle is not None else load_model(args)
-        aspect = aspect or getattr(getattr(model, "config", None), "image_aspect_ratio", None)
-        gen = GenerationConfig(args.max_new_tokens, args.temperature, args.top_p, args.num_beams)
+        bad = check_generation_arguments(args)
+        if bad:
+            raise SystemExit(f"comm-eval: {bad}")
+        assistant = Assistant(
+            *(bundle if bundle is not None else load_model(args)),
+            conv_mode=args.conv_mode,
+            system_prompt=args.system_prompt,
+            image_aspect_ratio=aspect,
+        )
+        aspect = assistant.image_aspect_ratio
         answer_questions(
-            tokenizer,
-            model,
-            image_processor,
+            assistant,
             questions,
             args.answers_file,
             args.image_folder,
-            template=args.conv_mode,
-            gen=gen,
+            gen=generation_config(args),
             batch_size=args.batch_size,
-            image_aspect_ratio=aspect or "pad",
             model_id=Path(args.model_path).name if args.model_path else "comm",
         )
     samples = _with_image_sizes(merged_samples(questions, args.answers_file), args.image_folder)

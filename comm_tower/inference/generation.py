@@ -1,12 +1,13 @@
-"""The one place that talks to the model: prompts -> token ids, images -> pixels, and the generate call.
+"""The generate call: pixels, decoding settings, answer length, pad/eos, left-padded batches, log-likelihoods.
 
-Contract (LLaVA's): the model is a Hugging Face causal LM whose `generate(input_ids, images=...,
-image_sizes=..., attention_mask=...)` and `forward(input_ids, images=...)` accept input_ids holding
-IMAGE_TOKEN_INDEX (-200) where the image goes. Batches are left-padded with an attention mask.
+Contract (LLaVA's): the model is a Hugging Face causal LM whose `generate(inputs, images=..., image_sizes=...,
+attention_mask=...)` and `forward(input_ids, images=...)` accept input_ids holding IMAGE_TOKEN_INDEX (-200)
+where the image goes; each -200 becomes the tower's `num_patches` positions. Batches are left-padded.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,36 +15,39 @@ from typing import Any
 import torch
 from PIL import Image
 
-from comm_tower.constants import DEFAULT_IMAGE_TOKEN
-from comm_tower.data.templates import Message, get_template
+from comm_tower.constants import IMAGE_TOKEN_INDEX
+from comm_tower.inference.loading import context_length
+from comm_tower.processor import pad_to_square
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class GenerationConfig:
-    """Decoding settings (greedy by default, as in LLaVA's evaluation scripts)."""
+    """Decoding settings: greedy at temperature 0 (LLaVA's evaluation), sampling above it.
 
-    max_new_tokens: int = 128
+    `max_new_tokens=None` lets an answer take every position the context has left after the prompt.
+    """
+
+    max_new_tokens: int | None = None
     temperature: float = 0.0
     top_p: float | None = None
     num_beams: int = 1
 
+    def __post_init__(self) -> None:
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ValueError(
+                f"max_new_tokens {self.max_new_tokens}: must be at least 1 (or unset: all that fits)"
+            )
+        if self.temperature < 0:
+            raise ValueError(f"temperature {self.temperature}: must be >= 0 (0 = greedy)")
+        if self.num_beams < 1:
+            raise ValueError(f"num_beams {self.num_beams}: must be at least 1")
 
-def user_text(question: str, with_image: bool) -> str:
-    """LLaVA's placement: the image tag, a newline, then the question."""
-    if not with_image or DEFAULT_IMAGE_TOKEN in question:
-        return question
-    return f"{DEFAULT_IMAGE_TOKEN}\n{question}"
-
-
-def prompt_ids(
-    turns: Sequence[tuple[str, str]], tokenizer: Any, template: str, system: str | None = None
-) -> list[int]:
-    """Token ids of a generation prompt from (role, text) turns ending with the user's.
-
-    `system`, if given, replaces the template's system prompt (a leading "system" turn).
-    """
-    head = [Message("system", system)] if system is not None else []
-    return get_template(template).encode_prompt([*head, *(Message(r, t) for r, t in turns)], tokenizer)
+    @property
+    def sampling(self) -> bool:
+        """Whether tokens are sampled (temperature > 0) rather than picked greedily."""
+        return self.temperature > 0
 
 
 def pixel_values(image: Image.Image, image_processor: Any, image_aspect_ratio: str = "pad") -> torch.Tensor:
@@ -52,16 +56,14 @@ def pixel_values(image: Image.Image, image_processor: Any, image_aspect_ratio: s
         crop = image_processor.crop_size
         image = image.resize((crop["width"], crop["height"]), Image.BICUBIC)
     elif image_aspect_ratio == "pad":
-        from comm_tower.processor import expand_to_square
-
-        mean = getattr(image_processor, "image_mean", (0.5, 0.5, 0.5))
-        image = expand_to_square(image, tuple(int(255 * m) for m in mean))
+        image = pad_to_square(image, image_processor.image_mean)
     return image_processor.preprocess(image, return_tensors="pt")["pixel_values"][0]
 
 
-def _model_device_dtype(model: Any) -> tuple[torch.device, torch.dtype]:
-    param = next(model.parameters())
-    return param.device, param.dtype
+def pad_token_id(tokenizer: Any) -> int:
+    """The id batches are padded with: the tokenizer's pad token, else its end of sequence."""
+    pad = tokenizer.pad_token_id
+    return pad if pad is not None else tokenizer.eos_token_id
 
 
 def left_pad(batch: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,9 +77,95 @@ def left_pad(batch: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     return ids, mask
 
 
-def _pad_id(tokenizer: Any) -> int:
-    pad = tokenizer.pad_token_id
-    return pad if pad is not None else tokenizer.eos_token_id
+def prompt_positions(ids: Sequence[int], per_image: int) -> int:
+    """Positions a prompt takes in the LLM: its tokens, each image tag counted as `per_image` positions."""
+    return len(ids) + (per_image - 1) * sum(1 for t in ids if t == IMAGE_TOKEN_INDEX)
+
+
+class TokenBudget:
+    """How long an answer may be: what was asked for, capped to what fits the context (noted once)."""
+
+    def __init__(self, context_len: int) -> None:
+        self.context_len = int(context_len)
+        self.noted = False
+
+    def new_tokens(self, positions: int, requested: int | None) -> int:
+        """Tokens an answer to a prompt of `positions` may take; a prompt that fills the context is an error."""
+        room = self.context_len - positions
+        if room < 1:
+            raise ValueError(
+                f"the prompt takes {positions} of the model's {self.context_len} positions, leaving none for "
+                "an answer; ask something shorter (or start a new conversation)"
+            )
+        if requested is None or requested <= room:
+            return room if requested is None else requested
+        if not self.noted:
+            self.noted = True
+            logger.warning(
+                "--max-new-tokens %d does not fit: the prompt takes %d of the model's %d positions, so "
+                "answers are capped at what fits (%d tokens here); this is noted once",
+                requested,
+                positions,
+                self.context_len,
+                room,
+            )
+        return room
+
+
+def _input_device(model: Any) -> torch.device:
+    return model.get_input_embeddings().weight.device
+
+
+def image_tokens(model: Any) -> int:
+    """Positions one image takes in the LLM (the tower's tokens per image)."""
+    return int(model.get_vision_tower().num_patches)
+
+
+def generate_kwargs(
+    model: Any,
+    tokenizer: Any,
+    batch_ids: Sequence[Sequence[int]],
+    images: Sequence[torch.Tensor] | None,
+    image_sizes: Sequence[tuple[int, int]] | None,
+    gen: GenerationConfig,
+    budget: TokenBudget | None = None,
+) -> dict[str, Any]:
+    """`model.generate` arguments: left-padded prompts, images, answer length, greedy or sampling, pad/eos."""
+    budget = budget or TokenBudget(context_length(model))
+    has_images = any(IMAGE_TOKEN_INDEX in ids for ids in batch_ids)
+    per_image = image_tokens(model) if has_images else 1
+    positions = max(prompt_positions(ids, per_image) for ids in batch_ids)
+    pad = pad_token_id(tokenizer)
+    input_ids, attention_mask = left_pad(batch_ids, pad)
+    device = _input_device(model)
+    kwargs: dict[str, Any] = {
+        "inputs": input_ids.to(device),
+        "attention_mask": attention_mask.to(device),
+        "max_new_tokens": budget.new_tokens(positions, gen.max_new_tokens),
+        "num_beams": gen.num_beams,
+        "do_sample": gen.sampling,
+        "pad_token_id": pad,
+        "eos_token_id": tokenizer.eos_token_id,
+        "use_cache": True,
+    }
+    if gen.sampling:
+        kwargs["temperature"] = gen.temperature
+        if gen.top_p is not None:
+            kwargs["top_p"] = gen.top_p
+    if images is not None:
+        kwargs["images"] = torch.stack(list(images))  # the model moves them to the tower's device and dtype
+        kwargs["image_sizes"] = list(image_sizes) if image_sizes is not None else None
+    return kwargs
+
+
+def decode_answers(out: torch.Tensor, input_ids: torch.Tensor, tokenizer: Any) -> list[str]:
+    """The new text of each row of `generate`'s output, stripped."""
+    width = input_ids.shape[1]
+    # HF returns prompt + new tokens when it embedded input_ids itself; LLaVA-style models that generate
+    # from inputs_embeds return only the new tokens. The prompt holds -200, which never appears in outputs.
+    if out.shape[1] > width and torch.equal(out[:, :width].cpu(), input_ids.cpu()):
+        out = out[:, width:]
+    return [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]
 
 
 @torch.inference_mode()
@@ -88,33 +176,11 @@ def generate_batch(
     images: Sequence[torch.Tensor] | None,
     image_sizes: Sequence[tuple[int, int]] | None,
     gen: GenerationConfig,
+    budget: TokenBudget | None = None,
 ) -> list[str]:
     """Generate one answer per prompt; returns the decoded new text, stripped."""
-    device, dtype = _model_device_dtype(model)
-    input_ids, attention_mask = left_pad(batch_ids, _pad_id(tokenizer))
-    kwargs: dict[str, Any] = {
-        "max_new_tokens": gen.max_new_tokens,
-        "num_beams": gen.num_beams,
-        "do_sample": gen.temperature > 0,
-        "pad_token_id": _pad_id(tokenizer),
-        "eos_token_id": tokenizer.eos_token_id,
-    }
-    if gen.temperature > 0:
-        kwargs["temperature"] = gen.temperature
-        if gen.top_p is not None:
-            kwargs["top_p"] = gen.top_p
-    if images is not None:
-        kwargs["images"] = torch.stack(list(images)).to(device=device, dtype=dtype)
-        kwargs["image_sizes"] = list(image_sizes) if image_sizes is not None else None
-    out = model.generate(
-        input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=True, **kwargs
-    )
-    width = input_ids.shape[1]
-    # HF returns prompt + new tokens when it embedded input_ids itself; LLaVA-style models that generate
-    # from inputs_embeds return only the new tokens. The prompt holds -200, which never appears in outputs.
-    if out.shape[1] > width and torch.equal(out[:, :width].cpu(), input_ids):
-        out = out[:, width:]
-    return [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]
+    kwargs = generate_kwargs(model, tokenizer, batch_ids, images, image_sizes, gen, budget)
+    return decode_answers(model.generate(**kwargs), kwargs["inputs"], tokenizer)
 
 
 @torch.inference_mode()
@@ -128,11 +194,12 @@ def continuation_logprob(
     """Sum of log p(continuation | context, image) and whether greedy decoding would produce it."""
     if not continuation_ids:
         raise ValueError("the continuation is empty; loglikelihood needs at least one token")
-    device, dtype = _model_device_dtype(model)
-    ids = torch.tensor([list(context_ids) + list(continuation_ids)], dtype=torch.long, device=device)
+    ids = torch.tensor(
+        [list(context_ids) + list(continuation_ids)], dtype=torch.long, device=_input_device(model)
+    )
     kwargs: dict[str, Any] = {}
     if image is not None:
-        kwargs["images"] = image.unsqueeze(0).to(device=device, dtype=dtype)
+        kwargs["images"] = image.unsqueeze(0)
         kwargs["image_sizes"] = [image_size] if image_size is not None else None
     logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs).logits
     n = len(continuation_ids)

@@ -32,7 +32,14 @@ from comm_tower.model.quantization import QUANTIZED_LINEAR, is_quantized_module
 logger = logging.getLogger(__name__)
 
 # Run settings a projector-only or LoRA checkpoint records, which win over those of a comm_llava base.
-RUN_FIELDS = ("image_aspect_ratio", "tokenizer_model_max_length", "tokenizer_padding_side")
+# what a projector-only or LoRA checkpoint sets over its base: preprocessing, lengths, the chat format trained with
+RUN_FIELDS = (
+    "image_aspect_ratio",
+    "tokenizer_model_max_length",
+    "tokenizer_padding_side",
+    "conv_template",
+    "system_prompt",
+)
 
 
 def load_pretrained_model(

@@ -34,6 +34,9 @@ class CommLlavaConfig(PretrainedConfig):
     tokenizer_padding_side: str = "right"
     tokenizer_model_max_length: int | None = None
     tune_mm_mlp_adapter: bool = False
+    # the chat format the model was trained with: readers build prompts with it unless told otherwise
+    conv_template: str | None = None  # a registered conversation template; None: vicuna_v1
+    system_prompt: str | None = None  # None: the template's own
     hidden_size: int | None = None
     vocab_size: int | None = None
     tie_word_embeddings: bool = False

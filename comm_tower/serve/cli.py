@@ -14,6 +14,8 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
+from comm_tower.inference.flags import add_generation_arguments, check_generation_arguments, generation_config
+
 EXIT_WORDS = ("exit", "quit")
 
 if TYPE_CHECKING:
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """LLaVA's `llava.serve.cli` flags, plus --dtype and --top-p."""
+    """LLaVA's `llava.serve.cli` flags, plus --dtype, --system-prompt and --top-p."""
     p = argparse.ArgumentParser(prog="comm-chat", description=__doc__.split("\n")[0])
     p.add_argument("--model-path", required=True, help="comm-train output folder (full, stage-1 or LoRA)")
     p.add_argument("--model-base", default=None, help="base LLM for projector-only and LoRA checkpoints")
@@ -33,12 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["float32", "float16", "bfloat16"],
         help="tower/projector/LLM compute dtype (default: float32 on CPU, float16 on GPU)",
     )
-    p.add_argument(
-        "--conv-mode", default="vicuna_v1", help="conversation template: vicuna_v1, plain, chat_template"
-    )
-    p.add_argument("--temperature", type=float, default=0.2, help="0 = greedy")
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--max-new-tokens", type=int, default=512)
+    add_generation_arguments(p)
     quant = p.add_mutually_exclusive_group()
     quant.add_argument(
         "--load-4bit", action="store_true", help="LLM in NF4 (bitsandbytes); tower stays float"
@@ -90,13 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             image = open_image(args.image_file)  # before the (slow) model load: fail fast on a bad path
         except ImageInputError as err:
             fail(str(err))
-    if args.max_new_tokens < 1:
-        fail(f"--max-new-tokens {args.max_new_tokens}: must be at least 1")
-
-    from comm_tower.data.templates import TEMPLATES
-
-    if args.conv_mode not in TEMPLATES.names():
-        fail(f"--conv-mode {args.conv_mode}: use one of {', '.join(TEMPLATES.names())}")
+    bad = check_generation_arguments(args)
+    if bad:
+        fail(bad)
     try:
         session = open_session(args)
     except (OSError, ValueError, ImportError) as err:
@@ -107,27 +100,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def open_session(args: argparse.Namespace) -> ChatSession:
     """Load the model the flags name and wrap it in a chat session (shared by comm-chat and comm-web)."""
+    from comm_tower.inference.assistant import Assistant
     from comm_tower.inference.chat import ChatSession
-    from comm_tower.inference.loading import load_pretrained_model
 
-    tokenizer, model, processor, context_len = load_pretrained_model(
+    assistant = Assistant.load(
         args.model_path,
         args.model_base,
-        args.load_4bit,
-        args.load_8bit,
+        conv_mode=args.conv_mode,
+        system_prompt=args.system_prompt,
+        load_4bit=args.load_4bit,
+        load_8bit=args.load_8bit,
         device=args.device or default_device(),
         dtype=args.dtype,
     )
-    return ChatSession(
-        tokenizer,
-        model,
-        processor,
-        context_len,
-        args.conv_mode,
-        args.temperature,
-        args.top_p,
-        args.max_new_tokens,
-    )
+    return ChatSession(assistant, generation_config(args))
 
 
 def chat_loop(session: object) -> int:

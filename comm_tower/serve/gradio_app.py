@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from comm_tower.inference.chat import ChatSession
+from comm_tower.inference.flags import check_generation_arguments
 from comm_tower.serve.inputs import ImageInputError, open_image
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=7860)
     args = parser.parse_args(argv)
     setup_logging(args.debug)
+    bad = check_generation_arguments(args)
+    if bad:
+        parser.error(bad)
     session = open_session(args)
     build_demo(WebChat(session)).queue().launch(server_name=args.host, server_port=args.port)
 

@@ -20,7 +20,7 @@ from comm_tower.train.arguments import VERSION_TO_TEMPLATE, ModelArguments, Trai
 from comm_tower.train.attention import pick_attention
 from comm_tower.train.freeze import apply_plan, plan_for
 from comm_tower.train.lora import add_lora
-from comm_tower.train.trainer import CommTrainer
+from comm_tower.train.trainer import CommTrainer, unwrap_peft
 
 logger = logging.getLogger("comm_tower.train")
 
@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         os.makedirs(training_args.output_dir, exist_ok=True)
         data_args.skip_log_path = os.path.join(training_args.output_dir, "skipped_samples.jsonl")
     data_module = make_supervised_data_module(tokenizer, tower.image_processor, data_args)
+    record_chat_format(unwrap_peft(model).config, data_args.template, data_module["train_dataset"])
     trainer = CommTrainer(model=model, args=training_args, processing_class=tokenizer, **data_module)
     trainer.train(resume_from_checkpoint=find_resume(training_args))
     trainer.save_state()
@@ -199,6 +200,13 @@ def main(argv: list[str] | None = None) -> None:
         tokenizer.save_pretrained(training_args.output_dir)
     report_skips(data_module["train_dataset"], training_args)
     logger.info("done: %s", os.path.abspath(training_args.output_dir))
+
+
+def record_chat_format(config: Any, template: str, dataset: Any) -> None:
+    """Save the conversation template and system prompt the data trains with: readers prompt the same way."""
+    config.conv_template = template
+    config.system_prompt = dataset.common_system_prompt()
+    logger.info("chat format: template %s, system prompt %r", template, config.system_prompt)
 
 
 def report_skips(dataset: Any, training_args: TrainingArguments) -> None:
