@@ -69,8 +69,15 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def note(row: Row) -> str:
-    """The row's most telling extra: a part's share of the step, first-token latency, FLOP rate."""
+    """The row's most telling extra: tokens/s, logits drift, a part's share, first-token latency, FLOP rate."""
     e = row.extra
+    if "tokens_per_s" in e:
+        return f"{e['tokens_per_s']:.3g} tok/s ({e['tokens_per_step']} per step), stage {e['stage']}"
+    if "logits_cosine" in e:
+        return (
+            f"weights {e['weights_mib']:.0f} MiB; logits vs {e['reference']}: cosine {e['logits_cosine']:.4f}, "
+            f"max|d|/max|l| {e['logits_rel_diff']:.3g}"
+        )
     if "share" in e:
         return f"{e['share']:.0%} of step"
     if "first_token_s" in e:
