@@ -66,3 +66,12 @@ def test_every_console_script_points_at_a_function(setup_kwargs: dict[str, Any])
         assert spec is not None and spec.origin is not None, f"{name}: no module {module}"
         assert f"def {func}(" in Path(spec.origin).read_text(), f"{name}: {module} defines no {func}()"
         assert module.rsplit(".", 1)[0] in setup_kwargs["packages"], f"{name}: {module} is not shipped"
+
+
+def test_every_top_level_export_resolves():
+    import comm_tower
+    from comm_tower.inference.loading import load_pretrained_model
+
+    assert comm_tower.load_pretrained_model is load_pretrained_model
+    for name in comm_tower.__all__:
+        assert getattr(comm_tower, name) is not None, name
