@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The package as shipped. `python -m build` makes the sdist and, from that sdist, the wheel (so a file the
 # sdist lacks fails here too); both listings are checked against the source tree's packages and presets.
-# The wheel then goes into a fresh venv (torch first, pinned: an unpinned torch pulls a multi-GB CUDA build)
-# with no extras, and scripts/check_installed.py runs from a folder outside the source tree: every module
-# imports, every console script answers --help, comm-presets lists the presets, a tiny COMM tower +
-# projector runs, `from comm_tower import load_pretrained_model` works.
+# The wheel then goes into a fresh venv (torch first, pinned: an unpinned torch pulls a multi-GB CUDA build;
+# no .pyc compiling at install: only what the check imports is compiled) with no extras, and
+# scripts/check_installed.py runs from a folder outside the source tree: every module imports, every console
+# script answers --help, comm-presets lists the presets, a tiny COMM tower + projector runs, and
+# `from comm_tower import load_pretrained_model` works.
 # Extras are not installed: deepspeed, peft, bitsandbytes, gradio and matplotlib are imported lazily, where
 # a command needs them. One module is skipped, named in the output: comm_tower.eval.lmms_plugin imports
 # lmms_eval at import time (the `lmms` extra; scripts/test_lmms.sh tests it).
@@ -18,10 +19,13 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} TQDM_DISABLE=1
 unset PYTHONPATH COMM_ZOO_DIR COMM_TINY_DIR
 start=$SECONDS
 
-# a copy of the tree (tracked and new, not ignored files), so the build writes nothing into the checkout
+# a copy of the working tree (tracked and new files, not ignored or deleted ones), so the build writes
+# nothing into the checkout
 mkdir "$WORK/src"
 if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-    git ls-files -z --cached --others --exclude-standard | xargs -0 tar -cf - | tar -xf - -C "$WORK/src"
+    git ls-files -z --cached --others --exclude-standard |
+        while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
+        xargs -0 tar -cf - | tar -xf - -C "$WORK/src"
 else
     tar -cf - --exclude=.venv --exclude='.venv-*' --exclude=build --exclude=dist . | tar -xf - -C "$WORK/src"
 fi
@@ -57,8 +61,8 @@ print(f"sdist and wheel hold {len(folders)} packages and {len(presets)} presets"
 EOF
 
 echo "wheel test: installing the wheel into a fresh venv ($((SECONDS - start)) s)"
-"$PY" -m pip install -q -c constraints/ci.txt torch==2.13.0
-"$PY" -m pip install -q -c constraints/ci.txt "$WORK"/dist/*.whl
+"$PY" -m pip install -q --no-compile -c constraints/ci.txt torch==2.13.0
+"$PY" -m pip install -q --no-compile -c constraints/ci.txt "$WORK"/dist/*.whl
 echo "wheel test: checking the installed package ($((SECONDS - start)) s)"
 mkdir "$WORK/run"
 cp scripts/check_installed.py "$WORK/run/"
