@@ -90,11 +90,9 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[Check]]:
     root = args.weights_dir or Path(tempfile.mkdtemp(prefix="comm_bench_"))
     rows: list[Row] = []
     try:
-        jobs = [(s, p) for s in sizes for p in parts]
-        if args.model_path:  # one given checkpoint: its load modes are measured once, not per size
-            jobs = [j for j in jobs if j[1] != "load_memory"] + [(None, "load_memory")] * (
-                "load_memory" in parts
-            )
+        jobs: list[tuple[BenchSize | None, str]] = [(s, p) for s in sizes for p in parts]
+        if args.model_path and "load_memory" in parts:  # one given checkpoint: measured once, not per size
+            jobs = [j for j in jobs if j[1] != "load_memory"] + [(None, "load_memory")]
         for size, part in tqdm(jobs, desc="benchmarks", disable=None):
             start = time.perf_counter()
             if size is None:

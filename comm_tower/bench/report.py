@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from comm_tower.bench.timing import Timing, paired_ratio
+
 
 @dataclass
 class Row:
@@ -29,6 +31,32 @@ class Row:
     vs: str | None = None
     ratio: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def image_row(
+    bench: str,
+    size: str,
+    batch: int,
+    t: Timing,
+    peak_mib: float,
+    baseline: Timing | None,
+    extra: dict[str, Any],
+) -> Row:
+    """A timed candidate over `batch` images: median, spread, img/s, peak and the paired ratio to `baseline`."""
+    return Row(
+        bench=bench,
+        size=size,
+        name=t.name,
+        batch=batch,
+        median_s=t.median,
+        spread=t.spread,
+        throughput=batch / t.median,
+        unit="img/s",
+        peak_mib=peak_mib,
+        vs=baseline.name if baseline is not None else None,
+        ratio=paired_ratio(t, baseline) if baseline is not None else None,
+        extra={**extra, "seconds": t.seconds},
+    )
 
 
 @dataclass
