@@ -21,6 +21,7 @@ _EXPORTS = {
     "CommImageProcessor": "comm_tower.processor",
     "expand_to_square": "comm_tower.processor",
     "CommVisionTower": "comm_tower.tower",
+    "load_pretrained_model": "comm_tower.inference.loading",
     "is_comm_tower_name": "comm_tower.zoo",
     "list_presets": "comm_tower.zoo",
     "load_preset": "comm_tower.zoo",

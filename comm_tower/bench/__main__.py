@@ -1,4 +1,4 @@
-"""`python -m comm_tower.bench`: tower, projector, training-step and generation benchmarks in one table + JSON."""
+"""`comm-bench`: tower, projector, training-step, generation and load-memory benchmarks in one table + JSON."""
 
 from __future__ import annotations
 
@@ -13,30 +13,52 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from comm_tower.bench import generation, projector, tower, train_step
+from comm_tower.bench import generation, load_memory, projector, tower, train_step
 from comm_tower.bench.report import Check, Row, checks_text, hardware, table, write_json
-from comm_tower.bench.sizes import SIZES, comm_spec
+from comm_tower.bench.sizes import SIZES, BenchSize, comm_spec
 
 logger = logging.getLogger("comm_tower.bench")
-PARTS = ("tower", "projector", "train_step", "generation")
+PARTS = ("tower", "projector", "train_step", "generation", "load_memory")
+DEFAULT_PARTS = ("tower", "projector", "train_step", "generation")
 BOUNDS = {"tower_forward": ("comm_tower", 1.05), "projector_fwd_bwd": ("comm_mfm", 1.5)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    p = argparse.ArgumentParser(prog="python -m comm_tower.bench", description=__doc__)
+    p = argparse.ArgumentParser(prog="comm-bench", description=__doc__)
     p.add_argument("--sizes", default="tiny,base", help=f"comma list of {SIZES.names()}")
-    p.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {PARTS}")
+    p.add_argument(
+        "--parts",
+        default=",".join(DEFAULT_PARTS),
+        help=f"comma list of {PARTS} (default: all but load_memory)",
+    )
     p.add_argument("--batch", type=int, default=4, help="images per batch (tower, projector, training step)")
     p.add_argument("--large-batch", type=int, default=1, help="batch for the 'large' (ViT-L/336) size")
     p.add_argument("--repeats", type=int, default=9, help="timed repeats per candidate (medians reported)")
     p.add_argument("--tiny-repeats", type=int, default=15, help="timed repeats at the tiny size")
     p.add_argument("--new-tokens", type=int, default=32, help="tokens generated per answer")
+    p.add_argument("--text-tokens", type=int, default=64, help="text tokens per sample in the training step")
+    p.add_argument(
+        "--stage",
+        type=int,
+        default=2,
+        choices=[1, 2],
+        help="training step: 1 = projector, 2 = projector + LLM",
+    )
+    p.add_argument(
+        "--load-modes", default="fp32,4bit", help=f"load_memory: comma list of {list(load_memory.MODES)}"
+    )
+    p.add_argument(
+        "--model-path", help="load_memory: measure this checkpoint instead of each size's random one"
+    )
+    p.add_argument("--model-base", help="load_memory: the base LLM of a LoRA or projector-only --model-path")
     p.add_argument("--skip-generation", action="store_true", help="leave out the generation benchmark")
     p.add_argument("--skip-train-step", action="store_true", help="leave out the training-step benchmark")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="tower dtype")
+    p.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16"], help="tower and training-step dtype"
+    )
     p.add_argument("--weights-dir", type=Path, help="keep random weights here between runs (default: temp)")
     p.add_argument("--out", type=Path, default=Path("bench.json"), help="JSON output file")
     return p.parse_args(argv)
@@ -68,13 +90,19 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[Check]]:
     root = args.weights_dir or Path(tempfile.mkdtemp(prefix="comm_bench_"))
     rows: list[Row] = []
     try:
-        jobs = [(s, p) for s in sizes for p in parts]
+        jobs: list[tuple[BenchSize | None, str]] = [(s, p) for s in sizes for p in parts]
+        if args.model_path and "load_memory" in parts:  # one given checkpoint: measured once, not per size
+            jobs = [j for j in jobs if j[1] != "load_memory"] + [(None, "load_memory")]
         for size, part in tqdm(jobs, desc="benchmarks", disable=None):
+            start = time.perf_counter()
+            if size is None:
+                rows += _load_memory(args, None, root)
+                logger.info("%s of %s: %.0f s", part, args.model_path, time.perf_counter() - start)
+                continue
             batch = args.large_batch if size.name == "large" else args.batch
             repeats = args.tiny_repeats if size.name == "tiny" else args.repeats
             spec = comm_spec(size, root)
             preset = root / size.name / "comm.json"
-            start = time.perf_counter()
             if part == "tower":
                 rows += tower.run(spec, size.name, batch, repeats, dtype=dtype, device=device)
             elif part == "projector":
@@ -82,16 +110,33 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[Check]]:
             elif part == "train_step":
                 from comm_tower.bench.llm import comm_model
 
-                model = comm_model(size, preset, vocab=512 if size.name == "tiny" else None).to(device)
-                rows += train_step.run(model, size.name, batch, repeats)
+                model = comm_model(size, preset, vocab=512 if size.name == "tiny" else None)
+                model.to(device=device, dtype=dtype)
+                rows += train_step.run(model, size.name, batch, repeats, args.text_tokens, args.stage)
                 del model
             elif part == "generation":
                 rows += generation.run(size, preset, root, repeats, args.new_tokens)
+            elif part == "load_memory":
+                rows += _load_memory(args, size, root)
             logger.info("%s at %s: %.0f s", part, size.name, time.perf_counter() - start)
     finally:
         if args.weights_dir is None:
             shutil.rmtree(root, ignore_errors=True)
     return rows, _checks(rows, args.batch)
+
+
+def _load_memory(args: argparse.Namespace, size: BenchSize | None, root: Path) -> list[Row]:
+    """Load modes of `size`'s random checkpoint, or of `--model-path` (size None), each in a fresh process."""
+    from comm_tower.bench.llm import save_checkpoint
+
+    if size is None:
+        path, label = args.model_path, Path(args.model_path).name
+    else:
+        path, label = str(save_checkpoint(size, root / size.name / "comm.json", root)), size.name
+    modes = [m.strip() for m in args.load_modes.split(",") if m.strip()]
+    work = root / label / "load_memory"
+    work.mkdir(parents=True, exist_ok=True)
+    return load_memory.run(path, label, modes, work, args.model_base, args.device, args.threads)
 
 
 def _cpu_busy(seconds: float = 1.0) -> float | None:

@@ -10,34 +10,16 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from transformers import AutoTokenizer
 
-from comm_tower.bench.llm import VOCAB, comm_model
+from comm_tower.bench.llm import save_checkpoint
 from comm_tower.bench.report import Row
 from comm_tower.bench.sizes import BenchSize
 from comm_tower.inference.assistant import Assistant
 from comm_tower.inference.chat import ChatSession
 from comm_tower.inference.generation import GenerationConfig
-from comm_tower.zoo.tiny_lm import build_tiny_llama
 
 logger = logging.getLogger(__name__)
 QUESTION = "Describe the image in detail."
-
-
-def save_checkpoint(size: BenchSize, preset: Path, root: Path) -> Path:
-    """A full comm_llava checkpoint (random LLM of `size`, local tokenizer) as comm-train saves one."""
-    out = root / size.name / "chat_model"
-    if (out / "config.json").is_file():
-        return out
-    tokenizer = AutoTokenizer.from_pretrained(build_tiny_llama(root / "tokenizer_lm"))
-    vocab = len(tokenizer) if size.name == "tiny" else max(VOCAB, len(tokenizer))
-    model = comm_model(size, preset, vocab=vocab)
-    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
-        setattr(model.language_model.config, key, getattr(tokenizer, key))
-    model.config.image_aspect_ratio = "pad"
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
 
 
 def _session(path: Path, load_4bit: bool, new_tokens: int) -> ChatSession:

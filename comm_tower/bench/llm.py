@@ -1,14 +1,15 @@
-"""A random Llama-architecture LLM of the benchmark size, wrapped with the COMM tower and projector."""
+"""A random Llama-architecture LLM of the benchmark size, wrapped with the COMM tower and projector, and saved."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from comm_tower.bench.sizes import BenchSize
 from comm_tower.model import CommLlavaForCausalLM, assemble_model
+from comm_tower.zoo.tiny_lm import build_tiny_llama
 
 VOCAB = 32000  # Vicuna's vocabulary: the output head's cost is part of every step and token
 
@@ -41,3 +42,19 @@ def comm_model(
     model = assemble_model(lm, str(preset), "mlp2x_gelu")
     model.config.tokenizer_model_max_length = 2048
     return model
+
+
+def save_checkpoint(size: BenchSize, preset: Path, root: Path) -> Path:
+    """A full comm_llava checkpoint (random LLM of `size`, local tokenizer) as comm-train saves one."""
+    out = root / size.name / "chat_model"
+    if (out / "config.json").is_file():
+        return out
+    tokenizer = AutoTokenizer.from_pretrained(build_tiny_llama(root / "tokenizer_lm"))
+    vocab = len(tokenizer) if size.name == "tiny" else max(VOCAB, len(tokenizer))
+    model = comm_model(size, preset, vocab=vocab)
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        setattr(model.language_model.config, key, getattr(tokenizer, key))
+    model.config.image_aspect_ratio = "pad"
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

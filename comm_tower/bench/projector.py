@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from comm_tower.bench.report import Row
-from comm_tower.bench.timing import interleaved, paired_ratio, peak_memory_mib
+from comm_tower.bench.report import Row, image_row
+from comm_tower.bench.timing import interleaved, peak_memory_mib
 from comm_tower.fusion.mfm import LlnLayerScaleFusion
 from comm_tower.fusion.projector import CommProjector
 from comm_tower.spec import CommSpec
@@ -77,27 +77,14 @@ def run(
     for name, t in times.items():
         comparable = name in ("comm_mfm", "mfm_per_layer_loop")
         macs = full_macs if name == "comm_projector_full" else mfm_macs
+        extra = {
+            "forward_gmac": macs / 1e9,
+            "dense_shape": f"[{tokens}, {projector.in_width}] x [{projector.in_width}, {width}]",
+            "mfm_share_of_projector": (
+                times["comm_mfm"].median / t.median if name == "comm_projector_full" else None
+            ),
+        }
         rows.append(
-            Row(
-                bench="projector_fwd_bwd",
-                size=size,
-                name=name,
-                batch=batch,
-                median_s=t.median,
-                spread=t.spread,
-                throughput=batch / t.median,
-                unit="img/s",
-                peak_mib=peaks[name],
-                vs="dense_linear_equal_macs" if comparable else None,
-                ratio=paired_ratio(t, base) if comparable else None,
-                extra={
-                    "forward_gmac": macs / 1e9,
-                    "dense_shape": f"[{tokens}, {projector.in_width}] x [{projector.in_width}, {width}]",
-                    "mfm_share_of_projector": (
-                        times["comm_mfm"].median / t.median if name == "comm_projector_full" else None
-                    ),
-                    "seconds": t.seconds,
-                },
-            )
+            image_row("projector_fwd_bwd", size, batch, t, peaks[name], base if comparable else None, extra)
         )
     return rows

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from comm_tower.bench.timing import Timing, paired_ratio
+
 
 @dataclass
 class Row:
@@ -29,6 +31,32 @@ class Row:
     vs: str | None = None
     ratio: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def image_row(
+    bench: str,
+    size: str,
+    batch: int,
+    t: Timing,
+    peak_mib: float,
+    baseline: Timing | None,
+    extra: dict[str, Any],
+) -> Row:
+    """A timed candidate over `batch` images: median, spread, img/s, peak and the paired ratio to `baseline`."""
+    return Row(
+        bench=bench,
+        size=size,
+        name=t.name,
+        batch=batch,
+        median_s=t.median,
+        spread=t.spread,
+        throughput=batch / t.median,
+        unit="img/s",
+        peak_mib=peak_mib,
+        vs=baseline.name if baseline is not None else None,
+        ratio=paired_ratio(t, baseline) if baseline is not None else None,
+        extra={**extra, "seconds": t.seconds},
+    )
 
 
 @dataclass
@@ -69,8 +97,15 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def note(row: Row) -> str:
-    """The row's most telling extra: a part's share of the step, first-token latency, FLOP rate."""
+    """The row's most telling extra: tokens/s, logits drift, a part's share, first-token latency, FLOP rate."""
     e = row.extra
+    if "tokens_per_s" in e:
+        return f"{e['tokens_per_s']:.3g} tok/s ({e['tokens_per_step']} per step), stage {e['stage']}"
+    if "logits_cosine" in e:
+        return (
+            f"weights {e['weights_mib']:.0f} MiB; logits vs {e['reference']}: cosine {e['logits_cosine']:.4f}, "
+            f"max|d|/max|l| {e['logits_rel_diff']:.3g}"
+        )
     if "share" in e:
         return f"{e['share']:.0%} of step"
     if "first_token_s" in e:

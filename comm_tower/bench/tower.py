@@ -7,8 +7,8 @@ from collections.abc import Callable
 import torch
 from transformers import PreTrainedModel
 
-from comm_tower.bench.report import Row
-from comm_tower.bench.timing import interleaved, paired_ratio, peak_memory_mib
+from comm_tower.bench.report import Row, image_row
+from comm_tower.bench.timing import interleaved, peak_memory_mib
 from comm_tower.encoders import ENCODERS
 from comm_tower.processor import renormalise
 from comm_tower.spec import CommSpec
@@ -102,26 +102,14 @@ def run(
     flops = encoder_flops(spec) * batch
     attn = sorted({str(enc.model.config._attn_implementation) for enc in tower.encoders})
     rows = []
+    base = times["bare_encoders"]
     for name, t in times.items():
+        extra = {
+            "gflop_per_s": flops / t.median / 1e9,
+            "dtype": str(dtype).removeprefix("torch."),
+            "attention": attn,
+        }
         rows.append(
-            Row(
-                bench="tower_forward",
-                size=size,
-                name=name,
-                batch=batch,
-                median_s=t.median,
-                spread=t.spread,
-                throughput=batch / t.median,
-                unit="img/s",
-                peak_mib=peaks[name],
-                vs=None if name == "bare_encoders" else "bare_encoders",
-                ratio=None if name == "bare_encoders" else paired_ratio(t, times["bare_encoders"]),
-                extra={
-                    "gflop_per_s": flops / t.median / 1e9,
-                    "dtype": str(dtype).removeprefix("torch."),
-                    "attention": attn,
-                    "seconds": t.seconds,
-                },
-            )
+            image_row("tower_forward", size, batch, t, peaks[name], None if t is base else base, extra)
         )
     return rows

@@ -1,4 +1,8 @@
-"""A full training step (tower + projector + LLM + backward + AdamW) and the share of each part."""
+"""A full training step (tower + projector + LLM + backward + AdamW): tokens/s, peak memory, each part's share.
+
+Stage 1 trains the projector only, stage 2 the projector and the LLM (the freezing plans of `comm-train`).
+Tokens counted are the LLM's positions after splicing (text + visual tokens).
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,13 @@ from comm_tower.bench.timing import peak_memory_mib
 from comm_tower.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from comm_tower.model import CommLlavaForCausalLM
 from comm_tower.model.splice import splice_image_features
+from comm_tower.train.freeze import apply_plan, plan_for
 
 PHASES = ("tower", "projector", "llm_forward", "backward", "optimizer")
 
 
 def make_batch(model: CommLlavaForCausalLM, batch: int, text_tokens: int, seed: int = 0) -> dict:
-    """`batch` samples: one `<image>` then `text_tokens` random ids, every text token a label."""
+    """`batch` samples on the model's device: one `<image>`, then `text_tokens` random ids, each a label."""
     g = torch.Generator().manual_seed(seed)
     vocab = model.config.text_config.vocab_size
     ids = torch.randint(3, vocab, (batch, text_tokens + 1), generator=g)
@@ -26,7 +31,13 @@ def make_batch(model: CommLlavaForCausalLM, batch: int, text_tokens: int, seed: 
     labels[:, 0] = IGNORE_INDEX
     size = model.get_vision_tower().image_size
     images = torch.randn(batch, 3, size, size, generator=g)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels, "images": images}
+    device = model.get_input_embeddings().weight.device
+    return {
+        "input_ids": ids.to(device),
+        "attention_mask": torch.ones_like(ids).to(device),
+        "labels": labels.to(device),
+        "images": images.to(device=device, dtype=model.dtype),
+    }
 
 
 def _sync(device: torch.device) -> None:
@@ -87,8 +98,13 @@ def whole_step(model: CommLlavaForCausalLM, opt: torch.optim.Optimizer, b: dict)
     return time.perf_counter() - t
 
 
-def run(model: CommLlavaForCausalLM, size: str, batch: int, repeats: int, text_tokens: int = 64) -> list[Row]:
-    """Interleave the part-by-part step and the model's own step; report each part's share."""
+def run(
+    model: CommLlavaForCausalLM, size: str, batch: int, repeats: int, text_tokens: int = 64, stage: int = 2
+) -> list[Row]:
+    """Interleave the part-by-part step and the model's own step; report each part's share and tokens/s."""
+    if stage not in (1, 2):
+        raise ValueError(f"stage must be 1 (projector) or 2 (projector + LLM), got {stage}")
+    apply_plan(model, plan_for(stage == 1, False, False, False))
     model.train()
     b = make_batch(model, batch, text_tokens)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -134,7 +150,10 @@ def run(model: CommLlavaForCausalLM, size: str, batch: int, repeats: int, text_t
             vs="sum_of_parts",
             ratio=whole_med / total,
             extra={
+                "stage": stage,
                 "tokens_per_sample": tokens // batch,
+                "tokens_per_step": tokens,
+                "tokens_per_s": tokens / whole_med,
                 "trainable_params": sum(p.numel() for p in params),
                 "shares": {p: med[p] / total for p in PHASES},
                 "seconds": whole,
