@@ -256,7 +256,9 @@ def test_comm_eval_missing_image_stops_naming_it_or_is_skipped_and_recorded(chec
 def test_comm_presets_bad_preset_names_the_file(tmp_path, capfd):
     bad = tmp_path / "mine.json"
     bad.write_text(
-        json.dumps({"name": "mine", "encoders": [{"name": "clip", "family": "clipp", "path": "x", "layers": [-2]}]})
+        json.dumps(
+            {"name": "mine", "encoders": [{"name": "clip", "family": "clipp", "path": "x", "layers": [-2]}]}
+        )
     )
     code, lines, everything = _fails(comm_presets.main, [str(bad)], capfd)
     _one_error_line(code, lines, "comm-presets", "mine.json", "clipp")
