@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "comm_tower"
 
 # floor of each top-level module or sub-package of comm_tower; a floor may import floors below it
 FLOORS: dict[str, int] = {
-    **dict.fromkeys(("constants", "registry", "spec"), 0),
+    **dict.fromkeys(("constants", "errors", "registry", "spec"), 0),
     **dict.fromkeys(("encoders", "processor", "fusion"), 1),
     **dict.fromkeys(("tower", "zoo", "builders"), 2),
     "data": 3,

@@ -86,13 +86,18 @@ class SkippedSample:
 class LazySupervisedDataset(Dataset):
     """LLaVA-format samples, tokenized with a conversation template and loaded lazily."""
 
-    def __init__(self, data_path: str | Path, tokenizer: Any, image_processor: Any, data_args: DataArguments):
+    def __init__(
+        self, data_path: str | Path, tokenizer: Any, image_processor: Any | None, data_args: DataArguments
+    ) -> None:
+        """Read and check every sample (structure, tags, image files); nothing is tokenized or decoded yet.
+
+        `image_processor` may be attached later (`comm-train` checks the data before it loads any model).
+        """
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.args = data_args
         self.template = get_template(data_args.template)
-        if data_args.is_multimodal and image_processor is None:
-            raise ValueError("is_multimodal is set but no image_processor was given")
+        _check_image_folder(data_args)
         limit = data_args.model_max_length or getattr(tokenizer, "model_max_length", None) or _NO_LIMIT
         self.max_length = min(int(limit), _NO_LIMIT)
         self._skipped: dict[int, SkippedSample] = {}
@@ -229,6 +234,8 @@ class LazySupervisedDataset(Dataset):
 
     def _pixels(self, sample: Sample) -> torch.Tensor:
         """The sample's images as `[n, 3, S, S]` (n may be 0)."""
+        if self.image_processor is None:
+            raise RuntimeError("the data set has no image_processor yet; set dataset.image_processor first")
         size = self.image_processor.crop_size
         if not sample.images:
             return torch.zeros(0, 3, size["height"], size["width"])
@@ -256,3 +263,17 @@ class LazySupervisedDataset(Dataset):
         if multimodal:
             item["images"] = pixels
         return item
+
+
+def _check_image_folder(data_args: DataArguments) -> None:
+    """A missing `--image_folder` is named as such (not as one missing image per sample)."""
+    folder = data_args.image_folder
+    if not (data_args.is_multimodal and folder and data_args.check_image_files):
+        return
+    if not os.path.isdir(folder):
+        what = "is a file, not a folder" if os.path.exists(folder) else "does not exist"
+        raise DataError(
+            f"{what} ({os.path.abspath(folder)}); fix: pass the folder the samples' 'image' paths are "
+            "relative to",
+            subject=f"--image_folder '{folder}'",
+        )

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from comm_tower.data.errors import DataError, ImageTooLargeError
 
+T = TypeVar("T")
 WHITE = (255, 255, 255)
 PIXEL_LIMIT_ENV = "COMM_MAX_IMAGE_PIXELS"
 DEFAULT_MAX_PIXELS = 89_478_485  # PIL's Image.MAX_IMAGE_PIXELS: 1024 * 1024 * 1024 // 4 // 3
@@ -108,6 +110,26 @@ def load_image(
 
     Images over the pixel limit (`max_image_pixels`) are refused from their header, before decoding.
     """
+    return _read(source, index, field, lambda img: _decoded(img, background))
+
+
+def image_size(
+    source: str | os.PathLike | BinaryIO, index: int | None = None, field: str = "image"
+) -> tuple[int, int]:
+    """(width, height) read from the header, under the same checks and errors as `load_image`."""
+    return _read(source, index, field, lambda img: img.size)
+
+
+def _decoded(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    img.seek(0)  # first frame of GIF/TIFF stacks
+    img.load()
+    return to_rgb(img, background).copy()
+
+
+def _read(
+    source: str | os.PathLike | BinaryIO, index: int | None, field: str, use: Callable[[Image.Image], T]
+) -> T:
+    """Open `source` (header only), check it exists and is within the pixel limit, then `use` it."""
     name = (
         Path(source).name if isinstance(source, (str, os.PathLike)) else getattr(source, "name", "<stream>")
     )
@@ -125,9 +147,7 @@ def load_image(
         with _open(source) as img:
             if limit is not None and img.width * img.height > limit:
                 raise ImageTooLargeError(_over_limit(img.width, img.height, limit), index, field, subject)
-            img.seek(0)  # first frame of GIF/TIFF stacks
-            img.load()
-            return to_rgb(img, background).copy()
+            return use(img)
     except DataError:
         raise
     except UnidentifiedImageError:

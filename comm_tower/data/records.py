@@ -42,6 +42,12 @@ def read_records(path: str | Path) -> list[Any]:
     """
     path = Path(path)
     subject = f"data file '{path}'"
+    if path.is_dir():
+        raise DataError(
+            f"is a folder, not a data file; fix: pass the .json or .jsonl file inside it as --data_path "
+            f"({path.resolve()})",
+            subject=subject,
+        )
     if not path.is_file():
         raise DataError(f"not found; fix: check --data_path ({path.resolve()})", subject=subject)
     text = path.read_text(encoding="utf-8")

@@ -64,7 +64,7 @@ def evaluate(
             batch_size=batch_size,
             model_id="demo-blind" if zero_image else "demo",
         )
-    samples = merged_samples(questions, answers_file)
+    samples, _ = merged_samples(questions, answers_file)
     return score_samples(TASKS.get("demo"), samples, assistant.image_aspect_ratio)
 
 

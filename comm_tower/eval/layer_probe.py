@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from comm_tower.errors import run_command
 from comm_tower.eval.answering import answer_questions
 from comm_tower.eval.questions import load_questions
 from comm_tower.eval.runner import merged_samples
@@ -215,7 +216,7 @@ def run_probe(args: argparse.Namespace) -> dict[str, Any]:
             model_id=f"probe-L{layer}",
         )
         scores = score_samples(
-            TASKS.get(args.task), merged_samples(questions, answers), args.image_aspect_ratio
+            TASKS.get(args.task), merged_samples(questions, answers)[0], args.image_aspect_ratio
         )
         key, value = headline_score(args.task, scores, args.score_key)
         results["score_key"] = key
@@ -257,11 +258,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--debug", action="store_true", help="print the traceback of an error too")
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: `python -m comm_tower.eval.layer_probe`."""
+    """Entry point of `comm-layer-probe`: bad input stops with one line and exit code 2."""
+    run_command("comm-layer-probe", _main, argv)
+
+
+def _main(argv: list[str] | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     results = run_probe(build_parser().parse_args(argv))
     for layer in sorted(results["layers"], key=int):

@@ -43,6 +43,10 @@ def load_questions(path: str | Path, annotations: str | Path | None = None) -> l
     if not path.is_file():
         raise FileNotFoundError(f"question file not found: {path}")
     questions = _read_records(path)
+    if not questions:
+        raise ValueError(
+            f"question file {path} holds no questions; fix: point --question-file at a filled file"
+        )
     seen: set[str] = set()
     for i, q in enumerate(questions):
         for name in REQUIRED:
@@ -100,4 +104,8 @@ def append_answers(path: str | Path, answers: Iterable[dict[str, Any]]) -> None:
 
 def load_answers(path: str | Path) -> dict[str, dict[str, Any]]:
     """Answer records keyed by question_id (as a string)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"answers file not found: {path}; fix: answer the questions first (run without --score-only)"
+        )
     return {str(a["question_id"]): a for a in _read_records(Path(path))}

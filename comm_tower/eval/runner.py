@@ -15,6 +15,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from comm_tower.data.images import image_size
+from comm_tower.errors import UsageError, run_command
 from comm_tower.eval.answering import answer_questions
 from comm_tower.eval.metrics import Scores
 from comm_tower.eval.paper_numbers import CONTROLLED
@@ -58,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[*CONTROLLED, "none"],
         help="controlled-analysis row of the paper to print beside ours",
     )
+    p.add_argument(
+        "--skip-bad-samples",
+        "--skip_bad_samples",
+        action="store_true",
+        help="leave out questions whose image is missing or unreadable (recorded with the reason in the "
+        "answers file and listed in the scores file) instead of stopping",
+    )
+    p.add_argument("--debug", action="store_true", help="print the traceback of an error too")
     p.add_argument("--scores-file", default=None, help="also write all scores as JSON here")
     p.add_argument("--all-scores", action="store_true", help="print every score, not only the headline ones")
     return p
@@ -76,7 +86,7 @@ def load_model(args: argparse.Namespace) -> tuple[Any, Any, Any, int]:
     from comm_tower.inference.loading import load_pretrained_model
 
     if not args.model_path:
-        raise SystemExit("comm-eval: --model-path is required unless --score-only is given")
+        raise UsageError("--model-path is required unless --score-only is given")
     dtype = getattr(torch, args.dtype) if args.dtype else None
     return load_pretrained_model(
         args.model_path,
@@ -88,8 +98,10 @@ def load_model(args: argparse.Namespace) -> tuple[Any, Any, Any, int]:
     )
 
 
-def merged_samples(questions: list[dict[str, Any]], answers_file: str | Path) -> list[dict[str, Any]]:
-    """Questions joined with their answers (`prediction`); unanswered questions are an error."""
+def merged_samples(
+    questions: list[dict[str, Any]], answers_file: str | Path
+) -> tuple[list[dict[str, Any]], list]:
+    """Questions joined with their answers (`prediction`), and the ids of skipped ones (left out)."""
     answers = load_answers(answers_file)
     missing = [q["question_id"] for q in questions if str(q["question_id"]) not in answers]
     if missing:
@@ -97,7 +109,11 @@ def merged_samples(questions: list[dict[str, Any]], answers_file: str | Path) ->
             f"{answers_file}: {len(missing)} question(s) have no answer (first: {missing[:5]}); "
             "run without --score-only to answer them"
         )
-    return [{**q, "prediction": answers[str(q["question_id"])]["text"]} for q in questions]
+    skipped = [q["question_id"] for q in questions if answers[str(q["question_id"])].get("skipped")]
+    kept = [q for q in questions if not answers[str(q["question_id"])].get("skipped")]
+    if not kept:
+        raise ValueError(f"{answers_file}: every question was skipped (see each record's 'skipped' reason)")
+    return [{**q, "prediction": answers[str(q["question_id"])]["text"]} for q in kept], skipped
 
 
 def run(args: argparse.Namespace, bundle: tuple[Any, Any, Any, int] | None = None) -> Scores:
@@ -109,7 +125,7 @@ def run(args: argparse.Namespace, bundle: tuple[Any, Any, Any, int] | None = Non
     if not args.score_only:
         bad = check_generation_arguments(args)
         if bad:
-            raise SystemExit(f"comm-eval: {bad}")
+            raise UsageError(bad)
         assistant = Assistant(
             *(bundle if bundle is not None else load_model(args)),
             conv_mode=args.conv_mode,
@@ -125,29 +141,42 @@ def run(args: argparse.Namespace, bundle: tuple[Any, Any, Any, int] | None = Non
             gen=generation_config(args),
             batch_size=args.batch_size,
             model_id=Path(args.model_path).name if args.model_path else "comm",
+            skip_bad_samples=args.skip_bad_samples,
         )
-    samples = _with_image_sizes(merged_samples(questions, args.answers_file), args.image_folder)
+    merged, skipped = merged_samples(questions, args.answers_file)
+    if skipped:
+        logger.warning(
+            "%d of %d question(s) skipped and not scored (first: %s); reasons in %s",
+            len(skipped),
+            len(questions),
+            skipped[:5],
+            args.answers_file,
+        )
+    samples = _with_image_sizes(merged, args.image_folder)
     task = TASKS.get(args.task)
     scores = score_samples(task, samples, aspect or "pad")
     row = None if args.paper_row == "none" else args.paper_row
     print(results_table(args.task, task, scores, row, all_scores=args.all_scores))
     if args.scores_file:
-        Path(args.scores_file).write_text(json.dumps(scores, indent=1))
+        written = {**scores, "skipped_question_ids": skipped} if skipped else scores
+        Path(args.scores_file).write_text(json.dumps(written, indent=1))
     return scores
 
 
 def _with_image_sizes(samples: list[dict[str, Any]], image_folder: str | Path) -> list[dict[str, Any]]:
-    """Fill `width`/`height` from the image file for box samples that lack them (REC needs them)."""
-    from PIL import Image
-
-    for s in samples:
+    """Fill `width`/`height` from the image file's header for box samples that lack them (REC needs them)."""
+    for i, s in enumerate(samples):
         if "bbox" in s and ("width" not in s or "height" not in s) and s.get("image"):
-            with Image.open(Path(image_folder) / s["image"]) as img:
-                s["width"], s["height"] = img.size
+            s["width"], s["height"] = image_size(Path(image_folder) / s["image"], index=i)
     return samples
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of `comm-eval` and `python -m comm_tower.eval`."""
+    """Entry point of `comm-eval` and `python -m comm_tower.eval`: one error line and exit 2 on bad input."""
+    run_command("comm-eval", _main, argv)
+
+
+def _main(argv: list[str] | None) -> None:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    run(build_parser().parse_args(argv))
+    run(args)

@@ -43,14 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     quant.add_argument(
         "--load-8bit", action="store_true", help="LLM in int8 (bitsandbytes); tower stays float"
     )
-    p.add_argument("--debug", action="store_true", help="log the prompt and library messages")
+    p.add_argument(
+        "--debug", action="store_true", help="log the prompt and library messages; print an error's traceback"
+    )
     return p
-
-
-def fail(message: str, code: int = 2) -> None:
-    """One clear line on stderr, then exit."""
-    print(f"comm-chat: error: {message}", file=sys.stderr, flush=True)
-    raise SystemExit(code)
 
 
 def setup_logging(debug: bool) -> None:
@@ -75,25 +71,27 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
+    """`comm-chat`: bad flags, images or checkpoints stop with one line and exit code 2."""
+    from comm_tower.errors import run_command
+
+    run_command("comm-chat", _main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     """Parse flags, check the image, load the model, then chat until Ctrl-D / exit."""
+    from comm_tower.errors import UsageError
+
     args = build_parser().parse_args(argv)
     setup_logging(args.debug)
-    from comm_tower.serve.inputs import ImageInputError, open_image
+    from comm_tower.serve.inputs import open_image
 
-    image = None
-    if args.image_file:
-        try:
-            image = open_image(args.image_file)  # before the (slow) model load: fail fast on a bad path
-        except ImageInputError as err:
-            fail(str(err))
+    # the image before the (slow) model load: a bad path fails fast
+    image = open_image(args.image_file) if args.image_file else None
     bad = check_generation_arguments(args)
     if bad:
-        fail(bad)
-    try:
-        session = open_session(args)
-    except (OSError, ValueError, ImportError) as err:
-        fail(" ".join(str(err).split()))
+        raise UsageError(bad)
+    session = open_session(args)
     session.set_image(image)
     return chat_loop(session)
 

@@ -91,6 +91,13 @@ def build_demo(web: WebChat, title: str = "COMM chat") -> Any:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """`comm-web`: bad flags or checkpoints stop with one line and exit code 2."""
+    from comm_tower.errors import run_command
+
+    run_command("comm-web", _main, argv)
+
+
+def _main(argv: list[str] | None) -> None:
     """Load the model with comm-chat's flags and serve the demo."""
     from comm_tower.serve.cli import build_parser, open_session, setup_logging
 

@@ -14,6 +14,7 @@ from transformers import AutoTokenizer
 
 from comm_tower.data import make_supervised_data_module
 from comm_tower.data.dataset import DataArguments
+from comm_tower.errors import DEBUG_FLAG, UsageError, run_command
 from comm_tower.model import CommLlavaForCausalLM, LoadOptions, assemble_model, load_projector
 from comm_tower.model.assembly import is_comm_llava_checkpoint
 from comm_tower.train.arguments import VERSION_TO_TEMPLATE, ModelArguments, TrainingArguments
@@ -37,23 +38,23 @@ def check_args(
 ) -> None:
     """Fail early, naming the flag and the fix, on options this trainer does not support."""
     if not model_args.model_name_or_path:
-        raise SystemExit("--model_name_or_path is required (an HF causal LM or a saved comm_llava model)")
+        raise UsageError("--model_name_or_path is required (an HF causal LM or a saved comm_llava model)")
     for flag in ("mm_use_im_start_end", "mm_use_im_patch_token"):
         if getattr(model_args, flag):
-            raise SystemExit(
+            raise UsageError(
                 f"--{flag} True is not supported: COMM splices features at <image> only; drop it"
             )
     if model_args.mm_patch_merge_type != "flat":
-        raise SystemExit(f"--mm_patch_merge_type {model_args.mm_patch_merge_type}: only 'flat' is supported")
+        raise UsageError(f"--mm_patch_merge_type {model_args.mm_patch_merge_type}: only 'flat' is supported")
     if training_args.bits not in (4, 8, 16):
-        raise SystemExit(f"--bits {training_args.bits}: use 16, 8 or 4")
+        raise UsageError(f"--bits {training_args.bits}: use 16, 8 or 4")
     if training_args.bits in (4, 8) and not training_args.lora_enable:
-        raise SystemExit(
+        raise UsageError(
             f"--bits {training_args.bits} quantises the LLM; train it with --lora_enable True (QLoRA)"
         )
     if model_args.version is not None:
         if model_args.version not in VERSION_TO_TEMPLATE:
-            raise SystemExit(f"--version {model_args.version}: use one of {sorted(VERSION_TO_TEMPLATE)}")
+            raise UsageError(f"--version {model_args.version}: use one of {sorted(VERSION_TO_TEMPLATE)}")
         data_args.template = VERSION_TO_TEMPLATE[model_args.version]
 
 
@@ -95,7 +96,7 @@ def build_model(model_args: ModelArguments, training_args: TrainingArguments) ->
     """A plain LLM + `--vision_tower`, or a saved comm_llava model continued; projector from stage 1 if given."""
     path = model_args.model_name_or_path
     if not model_args.vision_tower and not is_comm_llava_checkpoint(path):
-        raise SystemExit("--vision_tower is required when --model_name_or_path is a plain LLM (e.g. comm)")
+        raise UsageError("--vision_tower is required when --model_name_or_path is a plain LLM (e.g. comm)")
     model = assemble_model(
         path,
         model_args.vision_tower,
@@ -145,21 +146,43 @@ def find_resume(training_args: TrainingArguments) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Parse LLaVA-style flags, build model and data, train, save."""
+    """`comm-train`: bad flags or data stop with one line and exit code 2 (`--debug` adds the traceback)."""
+    run_command("comm-train", train, argv)
+
+
+def without_debug_flag(argv: list[str]) -> list[str]:
+    """`argv` less a bare `--debug` (the error boundary's); HF's own `--debug OPTION` is kept."""
+    return [
+        a
+        for i, a in enumerate(argv)
+        if not (a == DEBUG_FLAG and (i + 1 == len(argv) or argv[i + 1].startswith("--")))
+    ]
+
+
+def train(argv: list[str] | None = None) -> None:
+    """Parse LLaVA-style flags, check the data, build the model, train, save."""
     parser = transformers.HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    args = without_debug_flag(sys.argv[1:] if argv is None else argv)
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=args)
     setup_logging(training_args)
     check_args(model_args, data_args, training_args)
     training_args.tune_mm_mlp_adapter = model_args.tune_mm_mlp_adapter
     ensure_deepspeed_comm(training_args)
 
     tokenizer = load_tokenizer(model_args, data_args, training_args)
+    if data_args.skip_bad_samples and not data_args.skip_log_path:
+        # every process and DataLoader worker appends here, so the end-of-run report sees all skips
+        os.makedirs(training_args.output_dir, exist_ok=True)
+        data_args.skip_log_path = os.path.join(training_args.output_dir, "skipped_samples.jsonl")
+    # every sample is checked (structure, tags, image files) before any model loads: a data error costs seconds
+    data_module = make_supervised_data_module(tokenizer, None, data_args)
+    dataset = data_module["train_dataset"]
     # `--seed` governs the new modules' random init (projector, MFM, LoRA) too, not only the data order: the
-    # Trainer seeds only after the model exists, so without this the init depended on whatever the process
-    # had drawn before (a run that built the tiny encoders in-process started from other weights).
+    # Trainer seeds only after the model exists, so the init would depend on what the process drew before.
     transformers.set_seed(training_args.seed)
     model = build_model(model_args, training_args)
     tower = model.get_vision_tower()
+    dataset.image_processor = tower.image_processor
     model.config.tokenizer_padding_side = tokenizer.padding_side
     model.config.tokenizer_model_max_length = tokenizer.model_max_length
     model.config.tune_mm_mlp_adapter = model_args.tune_mm_mlp_adapter
@@ -184,12 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     apply_plan(model, plan)
 
-    if data_args.skip_bad_samples and not data_args.skip_log_path:
-        # every process and DataLoader worker appends here, so the end-of-run report sees all skips
-        os.makedirs(training_args.output_dir, exist_ok=True)
-        data_args.skip_log_path = os.path.join(training_args.output_dir, "skipped_samples.jsonl")
-    data_module = make_supervised_data_module(tokenizer, tower.image_processor, data_args)
-    record_chat_format(unwrap_peft(model).config, data_args.template, data_module["train_dataset"])
+    record_chat_format(unwrap_peft(model).config, data_args.template, dataset)
     trainer = CommTrainer(model=model, args=training_args, processing_class=tokenizer, **data_module)
     trainer.train(resume_from_checkpoint=find_resume(training_args))
     trainer.save_state()
@@ -198,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     trainer.save_model(training_args.output_dir)
     if training_args.should_save and not model_args.tune_mm_mlp_adapter:
         tokenizer.save_pretrained(training_args.output_dir)
-    report_skips(data_module["train_dataset"], training_args)
+    report_skips(dataset, training_args)
     logger.info("done: %s", os.path.abspath(training_args.output_dir))
 
 
@@ -218,4 +236,4 @@ def report_skips(dataset: Any, training_args: TrainingArguments) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 
+from comm_tower.errors import run_command
 from comm_tower.fusion.heads import HEADS
 from comm_tower.fusion.mfm import FUSIONS
-from comm_tower.spec import SpecError
 from comm_tower.zoo import list_presets, load_preset, resolve_spec
 
 
@@ -30,8 +30,12 @@ def _describe(name: str, resolve: bool) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `comm-presets`."""
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of `comm-presets`: a bad preset stops with one line naming the file and field, exit 2."""
+    run_command("comm-presets", _main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="comm-presets",
         description="List COMM tower presets (zoo/presets/*.json) or describe one. "
@@ -40,20 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", nargs="?", help="a preset name, a preset .json file, or NAME:ENCODER=/folder")
     parser.add_argument("--resolve", action="store_true", help="read the encoders' configs to report widths")
     parser.add_argument("--json", action="store_true", help="print the (resolved) spec as JSON")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error too")
     args = parser.parse_args(argv)
-    try:
-        if args.name is None:
-            for name in list_presets():
-                print(f"{name:18s} {load_preset(name).description}")
-            return 0
-        if args.json:
-            spec = load_preset(args.name)
-            print(json.dumps((resolve_spec(spec) if args.resolve else spec).to_dict(), indent=2))
-            return 0
-        print(_describe(args.name, args.resolve))
-    except SpecError as err:
-        print(f"comm-presets: {err}", file=sys.stderr)
-        return 2
+    if args.name is None:
+        for name in list_presets():
+            print(f"{name:18s} {load_preset(name).description}")
+        return 0
+    if args.json:
+        spec = load_preset(args.name)
+        print(json.dumps((resolve_spec(spec) if args.resolve else spec).to_dict(), indent=2))
+        return 0
+    print(_describe(args.name, args.resolve))
     return 0
 
 
