@@ -87,7 +87,7 @@ def test_a_bug_is_exit_1_with_one_line_asking_for_the_traceback(capfd):
 
 
 def test_success_exits_quietly(capfd):
-    assert run_command("prog", lambda argv: 0, []) is None
+    assert run_command("prog", lambda argv: 0, []) == 0
     assert capfd.readouterr() == ("", "")
 
 

@@ -25,5 +25,7 @@ def test_cli_lists_describes_and_rejects(capsys: pytest.CaptureFixture[str], tin
     assert main(["tiny-comm", "--resolve"]) == 0
     out = capsys.readouterr().out
     assert "tokens 64, tower channels 384" in out
-    assert main(["nope"]) == 2
+    with pytest.raises(SystemExit) as stop:
+        main(["nope"])
+    assert stop.value.code == 2
     assert "unknown COMM tower 'nope'" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from comm_tower.bench import generation, load_memory, projector, tower, train_step
 from comm_tower.bench.report import Check, Row, checks_text, hardware, table, write_json
 from comm_tower.bench.sizes import SIZES, BenchSize, comm_spec
+from comm_tower.errors import UsageError, run_command
 
 logger = logging.getLogger("comm_tower.bench")
 PARTS = ("tower", "projector", "train_step", "generation", "load_memory")
@@ -61,6 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--weights-dir", type=Path, help="keep random weights here between runs (default: temp)")
     p.add_argument("--out", type=Path, default=Path("bench.json"), help="JSON output file")
+    p.add_argument("--debug", action="store_true", help="print the traceback of an error too")
     return p.parse_args(argv)
 
 
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[Check]]:
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
-        raise SystemExit(f"--parts: unknown {unknown}; choose from {PARTS}")
+        raise UsageError(f"--parts: unknown {unknown}; choose from {PARTS}")
     if args.skip_generation and "generation" in parts:
         parts.remove("generation")
     if args.skip_train_step and "train_step" in parts:
@@ -167,6 +169,11 @@ def _busy_warning(busy: float | None) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of `comm-bench`: bad flags stop with one line and exit code 2."""
+    return run_command("comm-bench", _main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     """Run, print the table and the acceptance checks, write the JSON."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
@@ -191,4 +198,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -262,9 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     """Entry point of `comm-layer-probe`: bad input stops with one line and exit code 2."""
-    run_command("comm-layer-probe", _main, argv)
+    return run_command("comm-layer-probe", _main, argv)
 
 
 def _main(argv: list[str] | None) -> None:

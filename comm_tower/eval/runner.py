@@ -171,9 +171,9 @@ def _with_image_sizes(samples: list[dict[str, Any]], image_folder: str | Path) -
     return samples
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     """Entry point of `comm-eval` and `python -m comm_tower.eval`: one error line and exit 2 on bad input."""
-    run_command("comm-eval", _main, argv)
+    return run_command("comm-eval", _main, argv)
 
 
 def _main(argv: list[str] | None) -> None:

@@ -71,11 +71,11 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     """`comm-chat`: bad flags, images or checkpoints stop with one line and exit code 2."""
     from comm_tower.errors import run_command
 
-    run_command("comm-chat", _main, argv)
+    return run_command("comm-chat", _main, argv)
 
 
 def _main(argv: list[str] | None) -> int:

@@ -90,11 +90,11 @@ def build_demo(web: WebChat, title: str = "COMM chat") -> Any:
     return demo
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     """`comm-web`: bad flags or checkpoints stop with one line and exit code 2."""
     from comm_tower.errors import run_command
 
-    run_command("comm-web", _main, argv)
+    return run_command("comm-web", _main, argv)
 
 
 def _main(argv: list[str] | None) -> None:

@@ -145,9 +145,9 @@ def find_resume(training_args: TrainingArguments) -> str | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     """`comm-train`: bad flags or data stop with one line and exit code 2 (`--debug` adds the traceback)."""
-    run_command("comm-train", train, argv)
+    return run_command("comm-train", train, argv)
 
 
 def without_debug_flag(argv: list[str]) -> list[str]:

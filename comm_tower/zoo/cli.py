@@ -30,9 +30,9 @@ def _describe(name: str, resolve: bool) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     """Entry point of `comm-presets`: a bad preset stops with one line naming the file and field, exit 2."""
-    run_command("comm-presets", _main, argv)
+    return run_command("comm-presets", _main, argv)
 
 
 def _main(argv: list[str] | None) -> int:
