@@ -36,11 +36,12 @@ def wants_debug(argv: Sequence[str] | None) -> bool:
 
 def run_command(
     prog: str, main: Callable[[list[str] | None], int | None], argv: list[str] | None = None
-) -> None:
-    """Run `main(argv)`; what it raises becomes one line on stderr and `SystemExit` with the exit code."""
+) -> int:
+    """Run `main(argv)` and return 0; what it raises becomes one line on stderr and `SystemExit(code)`."""
     code = _run(prog, main, argv)
     if code != EXIT_OK:
         raise SystemExit(code)
+    return EXIT_OK
 
 
 def _run(prog: str, main: Callable[[list[str] | None], int | None], argv: list[str] | None) -> int:
