@@ -53,10 +53,10 @@ def fail(message: str, code: int = 2) -> None:
     raise SystemExit(code)
 
 
-def setup_logging(debug: bool) -> None:
+def setup_logging(debug: bool, prog: str = "comm-chat") -> None:
     """Warnings from us; library chatter (per-call bitsandbytes notes) only with --debug."""
     logging.basicConfig(
-        format="comm-chat: %(levelname)s %(name)s: %(message)s",
+        format=f"{prog}: %(levelname)s %(name)s: %(message)s",
         level=logging.DEBUG if debug else logging.WARNING,
     )
     if not debug:
