@@ -18,6 +18,7 @@ import sys
 from comm_tower.inference.flags import add_generation_arguments, check_generation_arguments, generation_config
 
 API_KEY_ENV = "COMM_SERVE_API_KEY"
+SHUTDOWN_S = 5  # on Ctrl-C, open streams get this long to finish before they are cut
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,7 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     host, port = sock.getsockname()[:2]
     url_host = f"[{host}]" if ":" in host else host
     print(f"comm-serve: serving '{model_id}' at http://{url_host}:{port}/v1", flush=True)
-    config = uvicorn.Config(app, log_level="info" if args.debug else "warning", access_log=args.debug)
+    config = uvicorn.Config(
+        app,
+        log_level="info" if args.debug else "warning",
+        access_log=args.debug,
+        timeout_graceful_shutdown=SHUTDOWN_S,
+    )
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
