@@ -29,13 +29,13 @@ def ckpt(tiny_dir, tmp_path_factory):
     """A saved tiny COMM model that records vicuna_v1 with the system prompt SYSTEM, as comm-train saves one."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from comm_tower.model import from_language_model
+    from comm_tower.model import assemble_model
     from comm_tower.zoo.tiny_lm import build_tiny_llama
 
     root = tmp_path_factory.mktemp("format")
     lm_dir = build_tiny_llama(root / "lm")
     torch.manual_seed(0)
-    model = from_language_model(AutoModelForCausalLM.from_pretrained(lm_dir), "tiny-clip", "linear")
+    model = assemble_model(AutoModelForCausalLM.from_pretrained(lm_dir), "tiny-clip", "linear")
     model.config.conv_template, model.config.system_prompt = "vicuna_v1", SYSTEM
     model.save_pretrained(root / "model")
     AutoTokenizer.from_pretrained(lm_dir).save_pretrained(root / "model")

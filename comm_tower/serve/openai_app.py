@@ -138,7 +138,9 @@ async def _json(request: Request) -> Any:
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BODY:
-            raise ApiError(413, f"the request body is over {MAX_BODY // 2**20} MiB; send smaller images", "body")
+            raise ApiError(
+                413, f"the request body is over {MAX_BODY // 2**20} MiB; send smaller images", "body"
+            )
         chunks.append(chunk)
     raw = b"".join(chunks)
     try:
