@@ -17,10 +17,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from _openai_helpers import ROOT, get, post
-
-pytest.importorskip("fastapi", reason="comm-serve needs the serve extra: pip install 'comm-tower[serve]'")
 import uvicorn
+from _openai_helpers import ROOT, get, post
 
 from comm_tower.inference.generation import GenerationConfig
 from comm_tower.serve.openai_app import create_app
