@@ -13,9 +13,11 @@ EXTRAS = {
     "eval": ["matplotlib>=3.7"],
     "demo": ["matplotlib>=3.7"],
     "web": ["gradio>=4"],
+    "serve": ["fastapi>=0.110", "uvicorn>=0.29"],
     # not in "all": lmms-eval's full dependency set replaces torch / transformers pins
     "lmms": ["lmms-eval>=0.7"],
-    "dev": ["pytest>=8", "ruff>=0.6", "pycocoevalcap>=1.2"],
+    # openai: the real client the comm-serve tests talk to the server with
+    "dev": ["pytest>=8", "ruff>=0.6", "pycocoevalcap>=1.2", "openai>=1.40"],
 }
 EXTRAS["all"] = sorted(
     {req for name, reqs in EXTRAS.items() if name not in ("flash", "web", "lmms") for req in reqs}
@@ -54,6 +56,7 @@ setup(
             "comm-train=comm_tower.train.cli:main",
             "comm-chat=comm_tower.serve.cli:main",
             "comm-web=comm_tower.serve.gradio_app:main",
+            "comm-serve=comm_tower.serve.openai_server:main",
             "comm-eval=comm_tower.eval.runner:main",
             "comm-demo=comm_tower.demo.__main__:main",
             "comm-bench=comm_tower.bench.__main__:main",

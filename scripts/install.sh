@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Create .venv (if missing) and install comm-tower with the pinned test versions (CPU torch, no CUDA download).
-# Usage: bash scripts/install.sh [extras]   (default extras: train,quant,eval,dev)
+# Usage: bash scripts/install.sh [extras]   (default extras: train,quant,eval,serve,dev)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS=${1:-train,quant,eval,dev}
+EXTRAS=${1:-train,quant,eval,serve,dev}
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 export DS_BUILD_OPS=0 PIP_DISABLE_PIP_VERSION_CHECK=1

@@ -106,3 +106,44 @@ def test_web_demo_builds_with_gradio(bundle):
     tokenizer, model, processor, context_len = bundle
     demo = build_demo(WebChat(ChatSession(Assistant(tokenizer, model, processor, context_len))))
     assert demo is not None
+
+
+def test_stop_strings_and_seeds_act_alike_streamed_and_batched(bundle, ckpt):
+    tokenizer, model, processor, context_len = bundle
+    assistant = Assistant(tokenizer, model, processor, context_len)
+    image = Image.open(ckpt / "red.png").convert("RGB")
+    ids, pixels = assistant.question_ids(QUESTION_1, True), assistant.pixels(image)
+    full = expected_answers(model, tokenizer, ckpt / "red.png", max_new_tokens=12)[0]
+    word = full.split()[-1]
+    gen = GenerationConfig(12, stop=(word,))
+    with one_thread():
+        batched = assistant.ask(image, QUESTION_1, gen)
+        stopped = assistant.stream(ids, pixels, image.size, gen)
+        pieces = list(stopped)
+        whole = assistant.stream(ids, pixels, image.size, GenerationConfig(12))
+        assert "".join(whole) == full
+        short = assistant.stream(ids, pixels, image.size, GenerationConfig(2))
+        list(short)
+        sampled = GenerationConfig(8, temperature=1.5, seed=3)
+        twice = [assistant.ask(image, QUESTION_1, sampled) for _ in range(2)]
+        streamed = "".join(assistant.stream(ids, pixels, image.size, sampled))
+    assert batched == "".join(pieces) == full[: full.index(word)].strip()
+    assert not any(word in p for p in pieces)
+    assert stopped.finish_reason == "stop" and whole.finish_reason == "stop"
+    assert stopped.new_tokens < whole.new_tokens  # generation ended at the stop string, not after it
+    assert short.finish_reason == "length" and short.new_tokens == 2
+    assert twice[0] == twice[1] == streamed  # one seed, one sample, streamed or not
+
+
+def test_streamer_holds_back_what_may_become_a_stop_string(ckpt):
+    tokenizer = AutoTokenizer.from_pretrained(ckpt / "full")
+    streamer = TextChunkStreamer(tokenizer, stop=("red square",))
+    streamer.put(torch.tensor([[1, 2, 3]]))  # the prompt: skipped
+    sent = []
+    for tok in tokenizer(" A red squid and a red square here", add_special_tokens=False)["input_ids"]:
+        streamer.put(torch.tensor([tok]))
+        while not streamer.pieces.empty():
+            sent.append(streamer.pieces.get())
+    streamer.end()
+    assert streamer.stopped
+    assert "".join(sent) + "".join(streamer) == "A red squid and a"

@@ -34,22 +34,33 @@ class Rendered:
     learnt: list[tuple[int, int]] = field(default_factory=list)
 
 
+class TurnOrderError(ValueError):
+    """Turns out of order; `turn` is the index of the first bad one."""
+
+    def __init__(self, message: str, turn: int) -> None:
+        super().__init__(message)
+        self.turn = turn
+
+
 def check_turns(messages: list[Message]) -> None:
-    """Raise ValueError unless the turns are: optional system, then user/assistant alternating from user."""
+    """Raise TurnOrderError unless the turns are: optional system, then user/assistant alternating from user."""
     if not messages:
-        raise ValueError("the conversation is empty")
+        raise TurnOrderError("the conversation is empty", 0)
     start = 1 if messages[0].role == "system" else 0
     body = messages[start:]
     if not body:
-        raise ValueError("the conversation has a system turn but no user turn")
+        raise TurnOrderError("the conversation has a system turn but no user turn", 0)
     for i, msg in enumerate(body):
         if msg.role not in ROLES:
-            raise ValueError(f"turn {start + i}: unknown role '{msg.role}'; expected one of {ROLES}")
+            raise TurnOrderError(
+                f"turn {start + i}: unknown role '{msg.role}'; expected one of {ROLES}", start + i
+            )
         expected = "user" if i % 2 == 0 else "assistant"
         if msg.role != expected:
-            raise ValueError(
+            raise TurnOrderError(
                 f"turn {start + i}: expected a {expected} turn, got '{msg.role}' "
-                "(turns must alternate user, assistant, user, ...)"
+                "(turns must alternate user, assistant, user, ...)",
+                start + i,
             )
 
 

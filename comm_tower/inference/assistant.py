@@ -7,7 +7,7 @@ prompt, the pixels and the `generate` arguments are built the same way everywher
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -26,7 +26,7 @@ from comm_tower.inference.generation import (
 )
 from comm_tower.inference.loading import context_length, load_pretrained_model
 from comm_tower.inference.prompts import ChatFormat
-from comm_tower.inference.streaming import stream_generate
+from comm_tower.inference.streaming import GenerationStream, stream_generate
 
 logger = logging.getLogger(__name__)
 
@@ -119,12 +119,12 @@ class Assistant:
         pixels: torch.Tensor | None,
         image_size: tuple[int, int] | None,
         gen: GenerationConfig,
-    ) -> Iterator[str]:
-        """The answer to the prompt `ids`, as text pieces while it is generated."""
+    ) -> GenerationStream:
+        """The answer to the prompt `ids`, as text pieces while it is generated (they join to `ask`'s answer)."""
         images = [pixels] if pixels is not None else None
         sizes = [image_size] if image_size is not None and pixels is not None else None
         kwargs = self.generate_kwargs([ids], images, sizes, gen)
-        return stream_generate(self.model, self.tokenizer, **kwargs)
+        return stream_generate(self.model, self.tokenizer, stop=gen.stop, seed=gen.seed, **kwargs)
 
     def logprob(
         self, context: str, continuation: str, pixels: torch.Tensor | None, image_size: tuple[int, int] | None

@@ -86,10 +86,6 @@ class ChatSession:
         turn, ids = self._prompt(text)
         pieces = []
         for piece in self.assistant.stream(ids, self.pixels, self.image_size, self.gen):
-            if not pieces:
-                piece = piece.lstrip()  # templates put a space after "ASSISTANT:"; do not print it
-                if not piece:
-                    continue
             pieces.append(piece)
             yield piece
         if self.assistant.chat.keeps_history:

@@ -26,13 +26,16 @@ logger = logging.getLogger(__name__)
 class GenerationConfig:
     """Decoding settings: greedy at temperature 0 (LLaVA's evaluation), sampling above it.
 
-    `max_new_tokens=None` lets an answer take every position the context has left after the prompt.
+    `max_new_tokens=None` lets an answer take every position the context has left after the prompt. An answer
+    ends in front of the first of the `stop` strings; `seed` makes sampling repeatable.
     """
 
     max_new_tokens: int | None = None
     temperature: float = 0.0
     top_p: float | None = None
     num_beams: int = 1
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
@@ -41,13 +44,29 @@ class GenerationConfig:
             )
         if self.temperature < 0:
             raise ValueError(f"temperature {self.temperature}: must be >= 0 (0 = greedy)")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p {self.top_p}: must be in (0, 1]")
         if self.num_beams < 1:
             raise ValueError(f"num_beams {self.num_beams}: must be at least 1")
+        if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
+            raise ValueError(f"stop {self.stop!r}: must be a tuple of non-empty strings")
 
     @property
     def sampling(self) -> bool:
         """Whether tokens are sampled (temperature > 0) rather than picked greedily."""
         return self.temperature > 0
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """`text` up to the first of the `stop` strings (which is dropped), and whether one was found."""
+    hits = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    return (text[: min(hits)], True) if hits else (text, False)
+
+
+def seed_sampling(seed: int | None) -> None:
+    """Seed torch's generators (every device) so that a sampled answer can be repeated; None leaves them."""
+    if seed is not None:
+        torch.manual_seed(seed)
 
 
 def pixel_values(image: Image.Image, image_processor: Any, image_aspect_ratio: str = "pad") -> torch.Tensor:
@@ -178,9 +197,11 @@ def generate_batch(
     gen: GenerationConfig,
     budget: TokenBudget | None = None,
 ) -> list[str]:
-    """Generate one answer per prompt; returns the decoded new text, stripped."""
+    """Generate one answer per prompt; returns the decoded new text, cut at a stop string, stripped."""
     kwargs = generate_kwargs(model, tokenizer, batch_ids, images, image_sizes, gen, budget)
-    return decode_answers(model.generate(**kwargs), kwargs["inputs"], tokenizer)
+    seed_sampling(gen.seed)
+    answers = decode_answers(model.generate(**kwargs), kwargs["inputs"], tokenizer)
+    return [cut_at_stop(a, gen.stop)[0].strip() for a in answers]
 
 
 @torch.inference_mode()

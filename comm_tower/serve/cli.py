@@ -49,10 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def setup_logging(debug: bool) -> None:
+def setup_logging(debug: bool, prog: str = "comm-chat") -> None:
     """Warnings from us; library chatter (per-call bitsandbytes notes) only with --debug."""
     logging.basicConfig(
-        format="comm-chat: %(levelname)s %(name)s: %(message)s",
+        format=f"{prog}: %(levelname)s %(name)s: %(message)s",
         level=logging.DEBUG if debug else logging.WARNING,
     )
     if not debug:
