@@ -2,12 +2,13 @@
 # The package as shipped. `python -m build` makes the sdist and, from that sdist, the wheel (so a file the
 # sdist lacks fails here too); both listings are checked against the source tree's packages and presets.
 # The wheel then goes into a fresh venv (torch first, pinned: an unpinned torch pulls a multi-GB CUDA build;
-# no .pyc compiling at install: only what the check imports is compiled) with no extras, and
+# no .pyc compiling at install: only what the check imports is compiled) with the `serve` extra (comm-serve's
+# modules import FastAPI), and
 # scripts/check_installed.py runs from a folder outside the source tree: every module imports, every console
 # script answers --help, comm-presets lists the presets, a tiny COMM tower + projector runs, and
 # `from comm_tower import load_pretrained_model` works.
-# Extras are not installed: deepspeed, peft, bitsandbytes, gradio and matplotlib are imported lazily, where
-# a command needs them. One module is skipped, named in the output: comm_tower.eval.lmms_plugin imports
+# Other extras are not installed: deepspeed, peft, bitsandbytes and gradio are imported lazily, where a
+# command needs them. One module is skipped, named in the output: comm_tower.eval.lmms_plugin imports
 # lmms_eval at import time (the `lmms` extra; scripts/test_lmms.sh tests it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,7 +63,8 @@ EOF
 
 echo "wheel test: installing the wheel into a fresh venv ($((SECONDS - start)) s)"
 "$PY" -m pip install -q --no-compile -c constraints/ci.txt torch==2.13.0
-"$PY" -m pip install -q --no-compile -c constraints/ci.txt "$WORK"/dist/*.whl
+wheel=$(ls "$WORK"/dist/*.whl)
+"$PY" -m pip install -q --no-compile -c constraints/ci.txt "${wheel}[serve]"
 echo "wheel test: checking the installed package ($((SECONDS - start)) s)"
 mkdir "$WORK/run"
 cp scripts/check_installed.py "$WORK/run/"
