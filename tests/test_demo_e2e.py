@@ -168,3 +168,16 @@ def test_recipes_map_to_the_comm_train_flags(tmp_path):
     assert "--tune_mm_mlp_adapter" not in comm1 and "--pretrain_mm_mlp_adapter" not in comm2
     assert comm2[comm2.index("--model_name_or_path") + 1] == str(out / "stage1")
     assert comm1[comm1.index("--version") + 1] == "plain" and comm2[comm2.index("--version") + 1] == "v1"
+
+
+def test_stages_group_batches_by_length_unless_told_not_to(tmp_path):
+    from comm_tower.demo.training import StageSettings, stage_argv
+
+    def flags(settings: StageSettings) -> list[str]:
+        return stage_argv(2, Path("llm"), "tower.json", tmp_path, tmp_path / "runs" / "stage2", settings)
+
+    grouped = flags(StageSettings(steps=10, batch_size=2, lr=1e-3, length_group=8))
+    assert grouped[grouped.index("--group_by_modality_length") + 1] == "True"
+    assert grouped[grouped.index("--length_group_batches") + 1] == "8"
+    plain = flags(StageSettings(steps=10, batch_size=2, lr=1e-3, length_group=0))
+    assert "--group_by_modality_length" not in plain and "--length_group_batches" not in plain
