@@ -25,8 +25,8 @@ class LlmSize:
     heads: int = 8
     vocab_size: int = 512
     max_length: int = 256
-    # Standard deviation of the random weights. With Llama's 0.02, 150 / 450 demo steps stayed at the blind
-    # baseline on yes/no; with 0.1, 4 of 7 measured runs ended 29-35 points above it (docs/demo.md, session 6).
+    # Standard deviation of the random weights: with Llama's 0.02 a demo-sized run stays at the blind baseline
+    # on yes/no, with 0.1 it ends well above it (docs/demo.md).
     init_std: float = 0.1
 
 

@@ -40,8 +40,8 @@ class DemoConfig:
     seed: int = 0
     n_train: int = 3000
     n_test: int = 120
-    # sized to the 10-minute budget on 2 cores (installation included); see docs/demo.md for the measurements.
-    # Stage 1 is cheap (short captions): 300 steps instead of 150 took seeds 3 and 4 over the yes/no target.
+    # Sized to an 8-minute `make demo` on 2 cores (installation included); see docs/demo.md for the measurements.
+    # Stage 1 is cheap (short captions), and 300 steps of it take seeds 3 and 4 over the yes/no target (150 do not).
     stage1: StageSettings = field(default_factory=lambda: StageSettings(steps=300, batch_size=32, lr=2e-3))
     # Stage 2: 400 steps of length-grouped batches fit the budget with installation; yes/no and REC clear
     # their blind baselines on seeds 0-4 (docs/demo.md).
