@@ -40,7 +40,7 @@ class DemoConfig:
     seed: int = 0
     n_train: int = 3000
     n_test: int = 120
-    # Sized to an 8-minute `make demo` on 2 cores (installation included); see docs/demo.md for the measurements.
+    # Sized for `make demo` on 2 cores (installation included); see docs/demo.md for the measurements.
     # Stage 1 is cheap (short captions), and 300 steps of it take seeds 3 and 4 over the yes/no target (150 do not).
     stage1: StageSettings = field(default_factory=lambda: StageSettings(steps=300, batch_size=32, lr=2e-3))
     # Stage 2: 450 steps take yes/no past blind + 20 on seeds 0-4; 400 leave seed 4 short (docs/demo.md).
