@@ -3,9 +3,8 @@
 
 # torch's default threads (one per core): on an idle 2-core machine stage 2 runs 1.6x faster than with
 # OMP_NUM_THREADS=1 (0.73 vs 1.20 s/step); on a machine shared with other jobs, set OMP_NUM_THREADS=1.
-# The demo installs only what it imports (the `demo` extra: matplotlib for the loss plot), not DeepSpeed,
-# bitsandbytes or the dev tools (a fresh venv installs in about 110 s on an idle 2-core machine, about
-# 20 s less than the full set); `make install` adds the rest.
+# The demo installs only the core (the `demo` extra adds nothing: the loss plot is drawn with Pillow), not
+# DeepSpeed, bitsandbytes, matplotlib or the dev tools; `make install` adds the rest.
 demo:
 	bash scripts/install.sh demo
 	.venv/bin/comm-demo

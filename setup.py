@@ -11,7 +11,7 @@ EXTRAS = {
     "quant": ["bitsandbytes>=0.43"],
     "flash": ["flash-attn>=2.5"],
     "eval": ["matplotlib>=3.7"],
-    "demo": ["matplotlib>=3.7"],
+    "demo": [],  # the core is enough: the demo draws its loss plot with Pillow
     "web": ["gradio>=4"],
     "serve": ["fastapi>=0.110", "uvicorn>=0.29"],
     # not in "all": lmms-eval's full dependency set replaces torch / transformers pins

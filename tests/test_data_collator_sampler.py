@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from _data_helpers import tokenizer
 
@@ -84,3 +85,26 @@ def test_sampler_is_seeded_and_changes_order_per_epoch():
     first = list(a)
     a.set_epoch(1)
     assert sorted(a) == sorted(first) and list(a) != first
+
+
+def test_grouping_several_batches_by_length_cuts_padding_and_keeps_a_permutation():
+    lengths = [int(v) for v in torch.randint(10, 100, (256,), generator=torch.Generator().manual_seed(2))]
+    batch = 8
+
+    def padded(order: list[int]) -> int:  # positions a right-padded batch holds: longest sample x batch
+        return sum(max(lengths[i] for i in order[s : s + batch]) * batch for s in range(0, len(order), batch))
+
+    one = modality_grouped_indices(lengths, batch, generator=torch.Generator().manual_seed(0))
+    eight = modality_grouped_indices(
+        lengths, batch, generator=torch.Generator().manual_seed(0), group_batches=8
+    )
+    assert sorted(eight) == list(range(len(lengths)))
+    assert padded(eight) < 0.8 * padded(one)
+    # batch order stays random: the longest batches are not served first in a row
+    maxima = [max(lengths[i] for i in eight[s : s + batch]) for s in range(0, len(eight), batch)]
+    assert maxima != sorted(maxima, reverse=True)
+
+
+def test_group_batches_must_be_positive():
+    with pytest.raises(ValueError, match="group_batches"):
+        modality_grouped_indices([1, 2, 3], 1, group_batches=0)

@@ -206,3 +206,16 @@ def test_comm_chat_with_only_model_and_image_gives_the_demos_chat_answer(demo):
     printed = run.stdout.split("ASSISTANT: ", 1)[1].rsplit("USER: ", 1)[0]  # up to the prompt Ctrl-D answered
     assert printed.strip() == answer
     assert answer  # the demo's model said something
+
+
+def test_stages_group_batches_by_length_unless_told_not_to(tmp_path):
+    from comm_tower.demo.training import StageSettings, stage_argv
+
+    def flags(settings: StageSettings) -> list[str]:
+        return stage_argv(2, Path("llm"), "tower.json", tmp_path, tmp_path / "runs" / "stage2", settings)
+
+    grouped = flags(StageSettings(steps=10, batch_size=2, lr=1e-3, length_group=8))
+    assert grouped[grouped.index("--group_by_modality_length") + 1] == "True"
+    assert grouped[grouped.index("--length_group_batches") + 1] == "8"
+    plain = flags(StageSettings(steps=10, batch_size=2, lr=1e-3, length_group=0))
+    assert "--group_by_modality_length" not in plain and "--length_group_batches" not in plain

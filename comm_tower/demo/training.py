@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +18,16 @@ RECIPES = ("comm", "llava")
 
 @dataclass(frozen=True)
 class StageSettings:
-    """Steps, batch and learning rate of one stage."""
+    """Steps, batch, learning rate and length grouping of one stage."""
 
     steps: int
     batch_size: int
     lr: float
     warmup_ratio: float = 0.03
+    # batches sorted by length together (`--length_group_batches`; 0: none). 8 cuts a step's padded positions
+    # by 16-18 % and its time by 13-14 %, but reorders the samples: the demo keeps plain random batches,
+    # whose order reaches the yes/no target on every seed measured (grouped, seed 3 stays near blind).
+    length_group: int = 0
 
 
 def stage_argv(
@@ -79,6 +84,8 @@ def stage_argv(
     ]  # fmt: skip
     if system is not None:
         argv += ["--system_prompt", system]
+    if settings.length_group:
+        argv += ["--group_by_modality_length", "True", "--length_group_batches", str(settings.length_group)]
     if save_every is not None:
         argv[argv.index("--save_strategy") + 1] = "steps"
         argv += ["--save_steps", str(save_every), "--save_only_model", "True"]
@@ -110,23 +117,53 @@ def losses(out_dir: Path) -> list[tuple[int, float]]:
 
 
 def plot_losses(curves: dict[str, list[tuple[int, float]]], path: Path) -> Path:
-    """One PNG with a loss curve per (run, stage), each stage counted from its own step 0."""
-    import matplotlib
+    """One PNG with a loss curve per (run, stage), each stage counted from its own step 0, log-scale loss.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn with Pillow (a core dependency), so the demo installs no plotting library.
+    """
+    from PIL import Image, ImageDraw, ImageFont
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for label, points in curves.items():
-        if points:
-            ax.plot([s for s, _ in points], [v for _, v in points], label=label)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    width, height, left, right, top, bottom = 700, 400, 60, 20, 20, 40
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    points = [p for pts in curves.values() for p in pts if p[1] > 0]
+    max_step = max((s for s, _ in points), default=1) or 1
+    lo = math.log10(min((v for _, v in points), default=0.1))
+    hi = math.log10(max((v for _, v in points), default=10.0))
+    lo, hi = math.floor(lo * 2) / 2, math.ceil(hi * 2) / 2 + (0.5 if hi == lo else 0.0)
+
+    def xy(step: float, loss: float) -> tuple[float, float]:
+        x = left + (width - left - right) * step / max_step
+        y = height - bottom - (height - top - bottom) * (math.log10(loss) - lo) / (hi - lo)
+        return x, y
+
+    for decade in range(math.floor(lo), math.ceil(hi) + 1):
+        for mult in (1, 2, 5):
+            value = mult * 10.0**decade
+            if lo <= math.log10(value) <= hi:
+                _, y = xy(0, value)
+                draw.line([(left, y), (width - right, y)], fill=(225, 225, 225))
+                draw.text((4, y - 6), f"{value:g}", fill="black", font=font)
+    for k in range(6):
+        step = max_step * k / 5
+        x, _ = xy(step, 10.0**lo)
+        draw.line([(x, top), (x, height - bottom)], fill=(225, 225, 225))
+        draw.text((x - 10, height - bottom + 4), f"{step:.0f}", fill="black", font=font)
+    draw.rectangle([(left, top), (width - right, height - bottom)], outline="black")
+    draw.text((width // 2 - 12, height - 16), "step", fill="black", font=font)
+    draw.text((left + 6, top + 4), "training loss (log scale)", fill="black", font=font)
+    colours = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+    for n, (label, pts) in enumerate(curves.items()):
+        colour = colours[n % len(colours)]
+        line = [xy(s, v) for s, v in pts if v > 0]
+        if len(line) > 1:
+            draw.line(line, fill=colour, width=2)
+        elif line:
+            draw.ellipse([(line[0][0] - 2, line[0][1] - 2), (line[0][0] + 2, line[0][1] + 2)], fill=colour)
+        y = top + 8 + 14 * n
+        draw.line([(width - right - 190, y + 6), (width - right - 170, y + 6)], fill=colour, width=2)
+        draw.text((width - right - 165, y), label, fill="black", font=font)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    img.save(path, format="PNG")
     return path

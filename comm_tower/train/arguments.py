@@ -69,6 +69,13 @@ class TrainingArguments(transformers.TrainingArguments):
     group_by_modality_length: bool = field(
         default=False, metadata={"help": "Batches hold only image samples or only text samples."}
     )
+    length_group_batches: int = field(
+        default=1,
+        metadata={
+            "help": "With --group_by_modality_length: sort this many global batches by length together before "
+            "cutting them (less padding, batch order still random); 1 sorts within each batch, as LLaVA does."
+        },
+    )
     bits: int = field(
         default=16, metadata={"help": "LLM weights: 16 (bf16/fp16/fp32 per flags), 8 or 4 (QLoRA)."}
     )
@@ -95,6 +102,8 @@ class TrainingArguments(transformers.TrainingArguments):
     )
 
     def __post_init__(self):
+        if self.length_group_batches < 1:
+            raise ValueError(f"--length_group_batches {self.length_group_batches}: use an integer >= 1")
         if self.evaluation_strategy is not None:
             self.eval_strategy = self.evaluation_strategy
         if self.warmup_ratio is not None:

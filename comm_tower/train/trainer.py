@@ -43,6 +43,7 @@ class CommTrainer(Trainer):
             batch_size=self.args.train_batch_size,
             world_size=self.args.world_size,
             seed=self.args.seed,
+            group_batches=self.args.length_group_batches,
         )
 
     def create_optimizer(self, model=None):
