@@ -19,6 +19,7 @@ from comm_tower.inference.flags import add_generation_arguments, check_generatio
 EXIT_WORDS = ("exit", "quit")
 
 if TYPE_CHECKING:
+    from comm_tower.inference.assistant import Assistant
     from comm_tower.inference.chat import ChatSession
 
 
@@ -96,12 +97,11 @@ def _main(argv: list[str] | None) -> int:
     return chat_loop(session)
 
 
-def open_session(args: argparse.Namespace) -> ChatSession:
-    """Load the model the flags name and wrap it in a chat session (shared by comm-chat and comm-web)."""
+def load_assistant(args: argparse.Namespace) -> Assistant:
+    """The model the flags name, in its recorded chat format (comm-chat, comm-web and comm-serve)."""
     from comm_tower.inference.assistant import Assistant
-    from comm_tower.inference.chat import ChatSession
 
-    assistant = Assistant.load(
+    return Assistant.load(
         args.model_path,
         args.model_base,
         conv_mode=args.conv_mode,
@@ -111,7 +111,13 @@ def open_session(args: argparse.Namespace) -> ChatSession:
         device=args.device or default_device(),
         dtype=args.dtype,
     )
-    return ChatSession(assistant, generation_config(args))
+
+
+def open_session(args: argparse.Namespace) -> ChatSession:
+    """Load the model the flags name and wrap it in a chat session (shared by comm-chat and comm-web)."""
+    from comm_tower.inference.chat import ChatSession
+
+    return ChatSession(load_assistant(args), generation_config(args))
 
 
 def chat_loop(session: object) -> int:

@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     """Parse flags, load the model, then serve until Ctrl-C."""
     args = build_parser().parse_args(argv)
-    from comm_tower.serve.cli import default_device, setup_logging
+    from comm_tower.serve.cli import load_assistant, setup_logging
 
     setup_logging(args.debug, "comm-serve")
     bad = check_arguments(args)
@@ -119,21 +119,11 @@ def _main(argv: list[str] | None) -> int:
         raise UsageError(
             f"{err.name or err} is not installed; fix: pip install 'comm-tower[serve]'"
         ) from None
-    from comm_tower.inference.assistant import Assistant
     from comm_tower.serve.openai_engine import Engine
     from comm_tower.serve.openai_schema import ServeLimits
 
     sock = listen(args.host, args.port)
-    assistant = Assistant.load(
-        args.model_path,
-        args.model_base,
-        conv_mode=args.conv_mode,
-        system_prompt=args.system_prompt,
-        load_4bit=args.load_4bit,
-        load_8bit=args.load_8bit,
-        device=args.device or default_device(),
-        dtype=args.dtype,
-    )
+    assistant = load_assistant(args)
     model_id = args.model_name or os.path.basename(os.path.normpath(args.model_path))
     limits = ServeLimits(model_id, 1, args.allow_local_files, generation_config(args))
     engine = Engine(assistant, args.max_concurrency)
