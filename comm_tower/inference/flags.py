@@ -9,6 +9,26 @@ import argparse
 from typing import Any
 
 
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """Which checkpoint to load and how: --model-path, --model-base, --device, --dtype, --load-4bit/8bit."""
+    p.add_argument("--model-path", required=True, help="comm-train output folder (full, stage-1 or LoRA)")
+    p.add_argument("--model-base", default=None, help="base LLM for projector-only and LoRA checkpoints")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if present)")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=["float32", "float16", "bfloat16"],
+        help="tower/projector/LLM compute dtype (default: float32 on CPU, float16 on GPU)",
+    )
+    quant = p.add_mutually_exclusive_group()
+    quant.add_argument(
+        "--load-4bit", action="store_true", help="LLM in NF4 (bitsandbytes); tower stays float"
+    )
+    quant.add_argument(
+        "--load-8bit", action="store_true", help="LLM in int8 (bitsandbytes); tower stays float"
+    )
+
+
 def add_generation_arguments(p: argparse.ArgumentParser, beams: bool = False) -> None:
     """--conv-mode, --system-prompt, --max-new-tokens, --temperature, --top-p (and --num-beams)."""
     p.add_argument(

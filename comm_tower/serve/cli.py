@@ -14,7 +14,12 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-from comm_tower.inference.flags import add_generation_arguments, check_generation_arguments, generation_config
+from comm_tower.inference.flags import (
+    add_generation_arguments,
+    add_model_arguments,
+    check_generation_arguments,
+    generation_config,
+)
 
 EXIT_WORDS = ("exit", "quit")
 
@@ -26,24 +31,9 @@ if TYPE_CHECKING:
 def build_parser() -> argparse.ArgumentParser:
     """LLaVA's `llava.serve.cli` flags, plus --dtype, --system-prompt and --top-p."""
     p = argparse.ArgumentParser(prog="comm-chat", description=__doc__.split("\n")[0])
-    p.add_argument("--model-path", required=True, help="comm-train output folder (full, stage-1 or LoRA)")
-    p.add_argument("--model-base", default=None, help="base LLM for projector-only and LoRA checkpoints")
+    add_model_arguments(p)
     p.add_argument("--image-file", default=None, help="local image path or file:// URL (optional)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if present)")
-    p.add_argument(
-        "--dtype",
-        default=None,
-        choices=["float32", "float16", "bfloat16"],
-        help="tower/projector/LLM compute dtype (default: float32 on CPU, float16 on GPU)",
-    )
     add_generation_arguments(p)
-    quant = p.add_mutually_exclusive_group()
-    quant.add_argument(
-        "--load-4bit", action="store_true", help="LLM in NF4 (bitsandbytes); tower stays float"
-    )
-    quant.add_argument(
-        "--load-8bit", action="store_true", help="LLM in int8 (bitsandbytes); tower stays float"
-    )
     p.add_argument(
         "--debug", action="store_true", help="log the prompt and library messages; print an error's traceback"
     )

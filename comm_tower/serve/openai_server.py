@@ -16,7 +16,12 @@ import socket
 import sys
 
 from comm_tower.errors import UsageError, run_command
-from comm_tower.inference.flags import add_generation_arguments, check_generation_arguments, generation_config
+from comm_tower.inference.flags import (
+    add_generation_arguments,
+    add_model_arguments,
+    check_generation_arguments,
+    generation_config,
+)
 
 API_KEY_ENV = "COMM_SERVE_API_KEY"
 SHUTDOWN_S = 5  # on Ctrl-C, open streams get this long to finish before they are cut
@@ -25,24 +30,9 @@ SHUTDOWN_S = 5  # on Ctrl-C, open streams get this long to finish before they ar
 def build_parser() -> argparse.ArgumentParser:
     """comm-chat's model and decoding flags, plus where to listen, the queue size and the API key."""
     p = argparse.ArgumentParser(prog="comm-serve", description=__doc__.split("\n")[0])
-    p.add_argument("--model-path", required=True, help="comm-train output folder (full, stage-1 or LoRA)")
-    p.add_argument("--model-base", default=None, help="base LLM for projector-only and LoRA checkpoints")
+    add_model_arguments(p)
     p.add_argument(
         "--model-name", default=None, help="model id clients send (default: the --model-path folder's name)"
-    )
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if present)")
-    p.add_argument(
-        "--dtype",
-        default=None,
-        choices=["float32", "float16", "bfloat16"],
-        help="tower/projector/LLM compute dtype (default: float32 on CPU, float16 on GPU)",
-    )
-    quant = p.add_mutually_exclusive_group()
-    quant.add_argument(
-        "--load-4bit", action="store_true", help="LLM in NF4 (bitsandbytes); tower stays float"
-    )
-    quant.add_argument(
-        "--load-8bit", action="store_true", help="LLM in int8 (bitsandbytes); tower stays float"
     )
     add_generation_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
