@@ -35,6 +35,18 @@ def conversation(with_answers: bool) -> list[Message]:
     return turns if with_answers else turns[:1]
 
 
+def random_checkpoint(lm_dir: Path, out: Path, tower: str = "tiny-clip", **config_fields: object) -> Path:
+    """Save an untrained comm_llava model (the LLM at `lm_dir` + `tower` + a linear projector) with its tokenizer."""
+    from comm_tower.model import assemble_model
+
+    model = assemble_model(AutoModelForCausalLM.from_pretrained(lm_dir), tower, "linear")
+    for name, value in config_fields.items():
+        setattr(model.config, name, value)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(lm_dir).save_pretrained(out)
+    return out
+
+
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
     """Run torch on one thread: on 2 shared cores, 2 threads per tiny op is 10x slower than 1."""

@@ -180,14 +180,9 @@ def test_comm_train_bad_flag_is_a_usage_error(lm, tmp_path, capfd):
 # ---- comm-eval ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def checkpoint(tiny_dir, lm, tmp_path_factory) -> Path:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from _serve_helpers import random_checkpoint
 
-    from comm_tower.model import assemble_model
-
-    out = tmp_path_factory.mktemp("ckpt") / "model"
-    assemble_model(AutoModelForCausalLM.from_pretrained(lm), "tiny-clip", "linear").save_pretrained(out)
-    AutoTokenizer.from_pretrained(lm).save_pretrained(out)
-    return out
+    return random_checkpoint(lm, tmp_path_factory.mktemp("ckpt") / "model")
 
 
 def _questions(tmp_path: Path, images: list[str]) -> tuple[Path, Path]:

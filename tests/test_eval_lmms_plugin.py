@@ -51,17 +51,13 @@ def test_lmms_eval_discovers_the_plugin(tmp_path):
 @pytest.fixture(scope="module")
 def plugin(tiny_dir, tmp_path_factory):
     """The plugin as lmms-eval builds it: `create_from_arg_string` with `--model_args`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from _serve_helpers import random_checkpoint
 
     from comm_tower.eval.lmms_plugin import CommLmms
-    from comm_tower.model import assemble_model
     from comm_tower.zoo.tiny_lm import build_tiny_llama
 
     root = tmp_path_factory.mktemp("tiny_comm_lmms")
-    lm_dir = build_tiny_llama(root / "lm")
-    model = assemble_model(AutoModelForCausalLM.from_pretrained(lm_dir), "tiny-clip", "linear")
-    model.save_pretrained(root / "model")
-    AutoTokenizer.from_pretrained(lm_dir).save_pretrained(root / "model")
+    random_checkpoint(build_tiny_llama(root / "lm"), root / "model")
     lm = CommLmms.create_from_arg_string(f"pretrained={root / 'model'},device=cpu,max_new_tokens=4")
     image = Image.new("RGB", (90, 60), (200, 30, 30))
     docs = [

@@ -17,17 +17,12 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tiny_dir, tmp_path_factory):
     """Folder of a saved tiny random COMM model (tiny Llama + tiny-clip tower + linear projector)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from _serve_helpers import random_checkpoint
 
-    from comm_tower.model import assemble_model
     from comm_tower.zoo.tiny_lm import build_tiny_llama
 
     root = tmp_path_factory.mktemp("tiny_comm")
-    lm_dir = build_tiny_llama(root / "lm")
-    model = assemble_model(AutoModelForCausalLM.from_pretrained(lm_dir), "tiny-clip", "linear")
-    model.save_pretrained(root / "model")
-    AutoTokenizer.from_pretrained(lm_dir).save_pretrained(root / "model")
-    return root / "model"
+    return random_checkpoint(build_tiny_llama(root / "lm"), root / "model")
 
 
 @pytest.fixture(scope="module")

@@ -27,19 +27,14 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 @pytest.fixture(scope="module")
 def ckpt(tiny_dir, tmp_path_factory):
     """A saved tiny COMM model that records vicuna_v1 with the system prompt SYSTEM, as comm-train saves one."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from _serve_helpers import random_checkpoint
 
-    from comm_tower.model import assemble_model
     from comm_tower.zoo.tiny_lm import build_tiny_llama
 
     root = tmp_path_factory.mktemp("format")
     lm_dir = build_tiny_llama(root / "lm")
     torch.manual_seed(0)
-    model = assemble_model(AutoModelForCausalLM.from_pretrained(lm_dir), "tiny-clip", "linear")
-    model.config.conv_template, model.config.system_prompt = "vicuna_v1", SYSTEM
-    model.save_pretrained(root / "model")
-    AutoTokenizer.from_pretrained(lm_dir).save_pretrained(root / "model")
-    return root / "model"
+    return random_checkpoint(lm_dir, root / "model", conv_template="vicuna_v1", system_prompt=SYSTEM)
 
 
 @pytest.fixture(scope="module")
