@@ -14,11 +14,14 @@ folder that is renamed to the output folder only once everything is written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,6 +29,7 @@ from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers.utils import logging as hf_logging
 
 from comm_tower.builders import is_comm_config, tower_name_of
 from comm_tower.data.templates import VERSION_TO_TEMPLATE
@@ -176,7 +180,11 @@ def _check_supported(config: dict[str, Any], where: str) -> None:
 
 def text_config(ckpt: LlavaCheckpoint) -> Any:
     """The LLM's own config: LLaVA's config without its `mm_*` and run fields."""
-    fields = {k: v for k, v in ckpt.config.items() if not k.startswith("mm_") and k not in LLAVA_FIELDS}
+    fields = {
+        k: v
+        for k, v in ckpt.config.items()
+        if v is not None and not k.startswith("mm_") and k not in LLAVA_FIELDS  # None: the LLM's default
+    }
     return AutoConfig.for_model(ckpt.llm_type, **fields)
 
 
@@ -184,11 +192,28 @@ def load_llm(ckpt: LlavaCheckpoint, model_base: str | None) -> PreTrainedModel:
     """The LLM as LLaVA's loader has it: from the checkpoint, or from the base with the LoRA adapters merged."""
     source = ckpt.path if ckpt.kind is CheckpointKind.FULL else str(model_base)
     options = LoadOptions(dtype=ckpt.dtype)
-    # a full checkpoint also holds model.vision_tower.* and model.mm_projector.*, which the LLM does not load
-    llm = AutoModelForCausalLM.from_pretrained(source, config=text_config(ckpt), **options.kwargs([]))
+    logger.info("loading the LLM from %s", source)
+    with (
+        _quiet_transformers()
+    ):  # it would list every tower and projector key as unexpected, and the model type
+        llm = AutoModelForCausalLM.from_pretrained(source, config=text_config(ckpt), **options.kwargs([]))
     if ckpt.kind is CheckpointKind.LORA:
         llm = apply_lora_adapters(llm, ckpt.path)  # LLaVA's adapters sit on the LLM's own module names
     return llm
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers' warnings off while it reads a LLaVA folder: the LLM load would list every tower and projector
+    key as unexpected (they are read apart), and config reads warn about model type llava_llama and 4.x fields."""
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        hf_logging.set_verbosity(previous)
 
 
 def projector_state(ckpt: LlavaCheckpoint) -> tuple[dict[str, torch.Tensor], str]:
@@ -298,7 +323,8 @@ def convert_llava_checkpoint(
     template = chat_template_for(conv_mode)
     ckpt = read_llava_checkpoint(llava_path, model_base)
     model = build_comm_llava(ckpt, model_base, template, system_prompt)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(ckpt, model_base))
+    with _quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(ckpt, model_base))
     save_atomically(model, tokenizer, out)
     logger.info(
         "converted %s LLaVA checkpoint %s -> %s (tower %s, template %s)",
