@@ -31,7 +31,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
-from comm_tower.builders import is_comm_config, tower_name_of
+from comm_tower.builders import is_comm_config, spec_of, tower_name_of
 from comm_tower.data.templates import VERSION_TO_TEMPLATE
 from comm_tower.inference.checkpoints import (
     ADAPTER_CONFIG,
@@ -139,6 +139,7 @@ def read_llava_checkpoint(path: str, model_base: str | None) -> LlavaCheckpoint:
             "comm (or another COMM preset) through llava_patch"
         )
     _check_supported(config, config_file)
+    _check_encoder_folders(fields, config_file)
     try:
         kind = checkpoint_kind(path)
     except ValueError:
@@ -175,6 +176,23 @@ def _check_supported(config: dict[str, Any], where: str) -> None:
     if ratio not in IMAGE_ASPECT_RATIOS:
         raise ValueError(
             f"{where}: image_aspect_ratio {ratio!r}; comm_llava reproduces {IMAGE_ASPECT_RATIOS}"
+        )
+
+
+def _check_encoder_folders(fields: SimpleNamespace, where: str) -> None:
+    """The encoders are read from the folders `mm_comm` records (moved by `COMM_ENCODER_PATHS`): they must exist."""
+    spec = spec_of(fields)
+    missing = [
+        (enc.name, enc.path)
+        for enc in spec.encoders
+        if os.path.isabs(enc.path) and not os.path.isdir(enc.path)
+    ]
+    if missing:
+        named = ", ".join(f"{name} at '{path}'" for name, path in missing)
+        fix = ",".join(f"{name}=/new/dir" for name, _ in missing)
+        raise FileNotFoundError(
+            f"{where}: the tower's encoder folders do not exist ({named}); the converter reads the encoders "
+            f"from them, as LLaVA's loader does: set COMM_ENCODER_PATHS={fix} to where they are now"
         )
 
 
