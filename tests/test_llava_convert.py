@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -142,13 +143,18 @@ def converted(
     existing = work / "existing"
     existing.mkdir()
     (existing / "keep.txt").write_text("mine")
+    stage1 = work / "llava-tiny-comm-stage1"  # LLaVA's loader wants 'llava' in the name
+    shutil.copytree(llava_runs.stage1, stage1)
     refs = {
         "full": llava_reference(llava_runs.stage2, None, image),
         "lora": llava_reference(lora_run, llava_runs.base, image),
+        "stage1": llava_reference(stage1, llava_runs.base, image),
     }
+    base = ["--model-base", str(llava_runs.base)]
     cases: dict[str, dict] = {
         "full": {"argv": [str(llava_runs.stage2), str(work / "full")]},
-        "lora": {"argv": [str(lora_run), str(work / "lora"), "--model-base", str(llava_runs.base)]},
+        "lora": {"argv": [str(lora_run), str(work / "lora"), *base]},
+        "stage1": {"argv": [str(stage1), str(work / "stage1"), *base, "--conv-mode", "plain"]},
         "clip": {"argv": [str(clip_llava), str(work / "clip")]},
         "exists": {"argv": [str(llava_runs.stage2), str(existing)]},
     }
@@ -184,7 +190,7 @@ def _feature_channels(config_file: Path) -> list[tuple[str, slice]]:
     return out
 
 
-@pytest.mark.parametrize("case", ["full", "lora"])
+@pytest.mark.parametrize("case", ["full", "lora", "stage1"])
 def test_on_llavas_tower_features_the_logits_are_llavas(converted, case):
     """Projector, splice, LLM and merged LoRA: the same logits at every position, image tokens included."""
     got, ref = converted.results[case], converted.refs[case]
@@ -194,7 +200,7 @@ def test_on_llavas_tower_features_the_logits_are_llavas(converted, case):
     assert diff <= ATOL, f"{case}: max |logit difference| {diff:.2e}"
 
 
-@pytest.mark.parametrize("case", ["full", "lora"])
+@pytest.mark.parametrize("case", ["full", "lora", "stage1"])
 def test_end_to_end_only_dinov2_position_interpolation_differs(converted, llava_runs, case):
     """With its own tower: CLIP features equal, DINOv2's differ by transformers' interpolation, logits close."""
     got, ref = converted.results[case], converted.refs[case]
@@ -206,7 +212,7 @@ def test_end_to_end_only_dinov2_position_interpolation_differs(converted, llava_
     assert torch.equal(got["logits"][-1].argmax(), ref["logits"][-1].argmax())  # the same greedy token
 
 
-@pytest.mark.parametrize("case", ["full", "lora"])
+@pytest.mark.parametrize("case", ["full", "lora", "stage1"])
 def test_as_llavas_loader_loads_it_in_float16_the_next_token_logits_agree(converted, case):
     got, ref = converted.results[case], converted.refs[case]
     diff = (got["last_logits_float16"] - ref["last_logits_float16"]).abs().max().item()
