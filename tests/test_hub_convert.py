@@ -178,6 +178,13 @@ def test_a_lora_run_needs_its_base_and_its_projector(llava_dir, tmp_path, capsys
     _nothing_written(out)
 
 
+def test_an_unknown_conv_mode_is_named_with_the_choices(llava_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, err = _run([str(llava_dir), str(out), "--conv-mode", "llava_v2"], capsys)
+    assert code == 2 and "--conv-mode 'llava_v2'" in err and "vicuna_v1" in err
+    _nothing_written(out)
+
+
 def test_an_existing_output_folder_is_refused_and_left_alone(llava_dir, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()

@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 
-from comm_tower.data.templates import VERSION_TO_TEMPLATE
 from comm_tower.errors import DEBUG_FLAG, run_command
-from comm_tower.hub.convert import convert_llava_checkpoint
 
 DESCRIPTION = """\
 Convert a LLaVA checkpoint trained with a COMM vision tower (LLaVA's train() with --vision_tower comm,
 through llava_patch) into a comm_llava checkpoint that comm-chat, comm-eval, comm-serve and
-transformers' from_pretrained load without LLaVA. The result gives the same logits as LLaVA's own
-load_pretrained_model on the original.
+transformers' from_pretrained load without LLaVA, with the logits of LLaVA's own load_pretrained_model
+on the original (up to how transformers 4.37 and 5 interpolate DINOv2's position embeddings; see
+docs/llava.md).
 
 Accepted: a full fine-tune (LLaVA's --output_dir with config.json and model weights), a LoRA run
 (adapter files + non_lora_trainables.bin; needs --model-base) or a stage-1 run (mm_projector.bin;
@@ -38,9 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--conv-mode",
         default="v1",
-        choices=sorted(VERSION_TO_TEMPLATE),
-        help="the conversation format it was trained with, LLaVA's --version (default: v1, LLaVA-1.5's "
-        "vicuna_v1); recorded in the checkpoint, where comm-chat and comm-eval read it",
+        help="the conversation format it was trained with, LLaVA's --version: v1 (default; LLaVA-1.5's "
+        "vicuna_v1), plain (stage 1), vicuna_v1 or chat_template; recorded in the checkpoint, where "
+        "comm-chat and comm-eval read it",
     )
     p.add_argument(
         "--system-prompt",
@@ -54,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    from comm_tower.hub.convert import convert_llava_checkpoint  # torch and transformers: not for --help
+
     out = convert_llava_checkpoint(
         args.llava_path, args.out, args.model_base, args.conv_mode, args.system_prompt
     )
