@@ -107,12 +107,14 @@ def test_a_full_checkpoint_converts_with_its_weights_and_chat_format(llava_dir, 
     _nothing_written(tmp_path / "absent")  # no temporary folder left beside the output
 
 
-def test_a_stage1_run_converts_on_its_base(llava_dir, tmp_path, capsys):
+def test_a_stage1_run_converts_on_its_base(llava_dir, tmp_path):
     """LLaVA's stage 1 saves config.json + mm_projector.bin (projector keys only); the LLM is --model-base."""
     saved = load_file(llava_dir / "model.safetensors")
     stage1 = tmp_path / "stage1"
     stage1.mkdir()
-    shutil.copy(llava_dir / "config.json", stage1 / "config.json")
+    config = json.loads((llava_dir / "config.json").read_text())
+    del config["image_aspect_ratio"]  # LLaVA's default: the processor takes the image as it is
+    (stage1 / "config.json").write_text(json.dumps(config))
     torch.save({k: v for k, v in saved.items() if k.startswith(PROJECTOR)}, stage1 / "mm_projector.bin")
     out = tmp_path / "converted"
     main([str(stage1), str(out), "--model-base", str(llava_dir.parent / "lm"), "--conv-mode", "plain"])
@@ -120,7 +122,7 @@ def test_a_stage1_run_converts_on_its_base(llava_dir, tmp_path, capsys):
     ours = {k.removeprefix("language_model."): v for k, v in model.state_dict().items()}
     for key, value in saved.items():  # the base LLM is the one the LLaVA-layout folder was written from
         assert torch.equal(ours[key], value), key
-    assert model.config.conv_template == "plain"
+    assert model.config.conv_template == "plain" and model.config.image_aspect_ratio == "square"
 
 
 @pytest.mark.parametrize(

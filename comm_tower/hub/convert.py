@@ -75,11 +75,9 @@ KEPT_FIELDS = (
     "mm_vision_select_layer",
     "mm_vision_select_feature",
     "mm_patch_merge_type",
-    "image_aspect_ratio",
     "tokenizer_model_max_length",
     "tokenizer_padding_side",
 )
-IMAGE_ASPECT_RATIOS = ("pad", "resize", "square")  # what `inference.generation.pixel_values` reproduces
 
 
 @dataclass(frozen=True)
@@ -172,11 +170,16 @@ def _check_supported(config: dict[str, Any], where: str) -> None:
         raise ValueError(
             f"{where}: mm_patch_merge_type {config['mm_patch_merge_type']!r}; only 'flat' converts"
         )
-    ratio = config.get("image_aspect_ratio") or "square"
-    if ratio not in IMAGE_ASPECT_RATIOS:
+    ratio = config.get("image_aspect_ratio")
+    if ratio is not None and ratio.startswith("anyres"):
         raise ValueError(
-            f"{where}: image_aspect_ratio {ratio!r}; comm_llava reproduces {IMAGE_ASPECT_RATIOS}"
+            f"{where}: image_aspect_ratio {ratio!r} (LLaVA-NeXT tiles) does not convert; 'pad' does"
         )
+
+
+def image_aspect_ratio(config: dict[str, Any]) -> str:
+    """LLaVA 1.5 pads to square for 'pad' and hands the image to the processor as it is for anything else."""
+    return "pad" if config.get("image_aspect_ratio") == "pad" else "square"
 
 
 def _check_encoder_folders(fields: SimpleNamespace, where: str) -> None:
@@ -288,7 +291,8 @@ def build_comm_llava(
         llm,
         tower_name_of(SimpleNamespace(**config)),
         mm_projector_type=config.get("mm_projector_type", "linear"),
-        mm_comm=config["mm_comm"],
+        mm_comm=config.get("mm_comm"),  # the resolved spec llava_patch saved; without it, the name resolves
+        image_aspect_ratio=image_aspect_ratio(config),
         conv_template=conv_template,
         system_prompt=system_prompt,
         **kept,
