@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from PIL import Image, ImageDraw
@@ -55,6 +56,10 @@ def build_tiny_llama(out: Path, seed: int = 0) -> Path:
         pad_id=-1,
         minloglevel=2,
         num_threads=1,
+        # as Llama's tokenizer.model: text not normalised, spaces kept; transformers 5's fast conversion of it then
+        # gives the ids of LLaVA's slow tokenizer (checked in test_llava_convert)
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
     )
     (out / "tokenizer.model").write_bytes(model_file.getvalue())
     tokenizer = LlamaTokenizer(
@@ -226,3 +231,25 @@ def train_args(
         "--group_by_modality_length", "True",
         "--learning_rate", "2e-5",
     ]  # fmt: skip
+
+
+def train_stages(root: Path, tiny_dir: Path) -> SimpleNamespace:
+    """Stage 1 then stage 2 through `python -m llava_patch.launch.train`, as LLaVA-1.5's scripts run them."""
+    base = build_tiny_llama(root / "tiny-llama")
+    data = write_dataset(root / "data")
+    env = llava_env(tiny_dir)
+    stage1 = root / "stage1"
+    stage2 = root / "llava-tiny-comm"  # load_pretrained_model wants 'llava' in the name
+    log1 = run_launcher("llava_patch.launch.train", train_args(base, data, stage1, 1), env, root)
+    adapter = stage1 / "mm_projector.bin"
+    log2 = run_launcher("llava_patch.launch.train", train_args(base, data, stage2, 2, adapter), env, root)
+    return SimpleNamespace(
+        root=root,
+        base=base,
+        data=data,
+        env=env,
+        stage1=stage1,
+        stage2=stage2,
+        adapter=adapter,
+        logs=(log1, log2),
+    )

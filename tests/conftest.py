@@ -20,3 +20,11 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ["COMM_TINY_DIR"] = str(root)
     ensure_tiny_encoders(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def llava_runs(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """LLaVA's own train(), stage 1 then stage 2, with a tiny COMM tower (only in .venv-llava; trained once)."""
+    from _llava_helpers import train_stages
+
+    return train_stages(tmp_path_factory.mktemp("llava"), tiny_dir)

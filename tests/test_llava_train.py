@@ -24,12 +24,8 @@ pytest.importorskip("llava", reason="LLaVA is not installed: run in .venv-llava 
 
 from _llava_helpers import (
     REPO_ROOT,
-    build_tiny_llama,
     draw,
-    llava_env,
     run_launcher,
-    train_args,
-    write_dataset,
 )
 
 pytestmark = pytest.mark.llava
@@ -38,29 +34,9 @@ PREFIX = "model.mm_projector."
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
-    """Stage 1 then stage 2 through `python -m llava_patch.launch.train`, as LLaVA-1.5's scripts run them."""
-    root = tmp_path_factory.mktemp("llava")
-    base = build_tiny_llama(root / "tiny-llama")
-    data = write_dataset(root / "data")
-    env = llava_env(tiny_dir)
-    stage1, stage2 = (
-        root / "stage1",
-        root / "llava-tiny-comm",
-    )  # load_pretrained_model wants 'llava' in the name
-    log1 = run_launcher("llava_patch.launch.train", train_args(base, data, stage1, 1), env, root)
-    adapter = stage1 / "mm_projector.bin"
-    log2 = run_launcher("llava_patch.launch.train", train_args(base, data, stage2, 2, adapter), env, root)
-    return SimpleNamespace(
-        root=root,
-        base=base,
-        data=data,
-        env=env,
-        stage1=stage1,
-        stage2=stage2,
-        adapter=adapter,
-        logs=(log1, log2),
-    )
+def runs(llava_runs: SimpleNamespace) -> SimpleNamespace:
+    """Stage 1 then stage 2 of LLaVA's train() (the session's `llava_runs`, shared with test_llava_convert)."""
+    return llava_runs
 
 
 def losses(proc) -> list[float]:

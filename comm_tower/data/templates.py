@@ -159,6 +159,15 @@ class ConversationTemplate(ABC):
 TEMPLATES: Registry[type[ConversationTemplate]] = Registry("conversation template")
 
 
+# LLaVA's `--version` values -> these templates (comm-train's `--version`, comm-convert's `--conv-mode`).
+VERSION_TO_TEMPLATE = {
+    "plain": "plain",
+    "v1": "vicuna_v1",
+    "vicuna_v1": "vicuna_v1",
+    "chat_template": "chat_template",
+}
+
+
 def get_template(name: str) -> ConversationTemplate:
     """An instance of the template registered as `name` (`plain`, `vicuna_v1`, `chat_template`)."""
     return TEMPLATES.get(name)()

@@ -145,43 +145,59 @@ def _model_config(
     return config
 
 
-def _projector_weights(path: str) -> dict[str, torch.Tensor]:
-    """A saved projector file -> projector-local keys (`model.mm_projector.0.weight` -> `0.weight`)."""
+def projector_weights(state: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+    """LLaVA-style keys -> projector-local keys (`model.mm_projector.0.weight` -> `0.weight`); others dropped."""
+    marker = "mm_projector."
+    out = {k.split(marker, 1)[1]: v for k, v in state.items() if marker in k}
+    if not out:
+        raise ValueError(f"{where}: no key contains 'mm_projector.'; keys start with {sorted(state)[:3]}")
+    return out
+
+
+def _projector_file(path: str) -> dict[str, torch.Tensor]:
+    """A saved projector file (`mm_projector.bin`, `non_lora_trainables.bin`), as saved."""
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"projector file '{path}' (--pretrain_mm_mlp_adapter) does not exist; point it at stage 1's "
             f"{PROJECTOR_FILE}"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    marker = "mm_projector."
-    out = {k.split(marker, 1)[1]: v for k, v in state.items() if marker in k}
-    if not out:
-        raise ValueError(f"{path}: no key contains 'mm_projector.'; keys start with {sorted(state)[:3]}")
-    return out
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def load_projector(model: CommLlavaForCausalLM, path: str) -> None:
     """Load a saved projector (`mm_projector.bin`, `non_lora_trainables.bin`); ZeRO-3 shards are gathered."""
-    load_state_dict_gathered(model.model.mm_projector, _projector_weights(path), where=path)
-    logger.info("projector loaded from %s", path)
+    load_projector_state(model, _projector_file(path), where=path)
+
+
+def load_projector_state(model: CommLlavaForCausalLM, state: dict[str, torch.Tensor], where: str) -> None:
+    """Load the projector from a state dict with LLaVA-style keys (`model.mm_projector.*`); `where` names it."""
+    load_state_dict_gathered(model.model.mm_projector, projector_weights(state, where), where=where)
+    logger.info("projector loaded from %s", where)
 
 
 def load_lora(model: CommLlavaForCausalLM, lora_dir: str, merge: bool = True) -> nn.Module:
     """A LoRA run's output on `model`: its projector (`non_lora_trainables.bin`, when saved), then its adapters,
     merged into the LLM's weights (or kept, as a peft `PeftModel`, with `merge=False`)."""
+    projector = os.path.join(lora_dir, NON_LORA_FILE)
+    if os.path.isfile(projector):
+        load_projector(model, projector)
+    else:
+        logger.warning("%s has no %s; the projector stays as assembled", lora_dir, NON_LORA_FILE)
+    return apply_lora_adapters(model, lora_dir, merge)
+
+
+def apply_lora_adapters(model: nn.Module, lora_dir: str, merge: bool = True) -> nn.Module:
+    """The peft adapters saved in `lora_dir` on `model` (a comm_llava model, or a plain LLM whose module names
+    the adapters were saved with), merged into its weights unless `merge=False` (then a peft `PeftModel`)."""
     try:
         from peft import PeftModel
     except ImportError as err:
         raise ImportError(
             f"{lora_dir} holds LoRA adapters; loading them needs peft: pip install peft ({err})"
         ) from err
-    projector = os.path.join(lora_dir, NON_LORA_FILE)
-    if os.path.isfile(projector):
-        load_projector(model, projector)
-    else:
-        logger.warning("%s has no %s; the projector stays as assembled", lora_dir, NON_LORA_FILE)
+    llm = getattr(model, "language_model", model)
     for flag in ("is_loaded_in_4bit", "is_loaded_in_8bit"):  # peft wraps bitsandbytes layers by these
-        setattr(model, flag, bool(getattr(model, flag, False) or getattr(model.language_model, flag, False)))
+        setattr(model, flag, bool(getattr(model, flag, False) or getattr(llm, flag, False)))
     peft_model = PeftModel.from_pretrained(model, lora_dir)
     if not merge:
         return peft_model

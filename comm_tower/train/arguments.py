@@ -6,13 +6,6 @@ from dataclasses import dataclass, field
 
 import transformers
 
-# LLaVA's `--version` values -> this project's conversation templates.
-VERSION_TO_TEMPLATE = {
-    "plain": "plain",
-    "v1": "vicuna_v1",
-    "vicuna_v1": "vicuna_v1",
-    "chat_template": "chat_template",
-}
 ATTN_CHOICES = ("auto", "flash_attention_2", "sdpa", "eager")
 
 

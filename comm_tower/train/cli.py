@@ -14,10 +14,11 @@ from transformers import AutoTokenizer
 
 from comm_tower.data import make_supervised_data_module
 from comm_tower.data.dataset import DataArguments
+from comm_tower.data.templates import VERSION_TO_TEMPLATE
 from comm_tower.errors import DEBUG_FLAG, UsageError, run_command
 from comm_tower.model import CommLlavaForCausalLM, LoadOptions, assemble_model, load_projector
 from comm_tower.model.assembly import is_comm_llava_checkpoint
-from comm_tower.train.arguments import VERSION_TO_TEMPLATE, ModelArguments, TrainingArguments
+from comm_tower.train.arguments import ModelArguments, TrainingArguments
 from comm_tower.train.attention import pick_attention
 from comm_tower.train.freeze import apply_plan, plan_for
 from comm_tower.train.lora import add_lora
