@@ -62,6 +62,7 @@ setup(
             "comm-bench=comm_tower.bench.__main__:main",
             "comm-presets=comm_tower.zoo.cli:main",
             "comm-layer-probe=comm_tower.eval.layer_probe:main",
+            "comm-export=comm_tower.hub.export:main",
         ],
         "lmms_eval.models": ["comm = comm_tower.eval.lmms_plugin:manifest"],
     },
