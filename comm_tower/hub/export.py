@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     """comm-export's flags."""
     p = argparse.ArgumentParser(
         prog="comm-export",
-        description=__doc__.split("\n")[0],
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
             "Exit status 2 with one line naming the input on bad input: a folder that is not a full comm_llava "
             "checkpoint, or encoder folders that are missing (set COMM_ENCODER_PATHS='NAME=/folder,...')."

@@ -149,8 +149,10 @@ class CommProcessor(ProcessorMixin):
         return_tensors: str | None = "pt",
         **kwargs: Any,
     ) -> Any:
-        """Messages (`content` a string or parts: `{"type": "text", "text": ...}`, `{"type": "image", "image"|"path"|"url": ...}`)
-        in the checkpoint's chat format, ending in the assistant's turn to answer.
+        """Messages in the checkpoint's chat format, ending in the assistant's turn to answer.
+
+        A message's `content` is a string or a list of parts: `{"type": "text", "text": ...}` and
+        `{"type": "image", "image": PIL image}` (or `"path"` / `"url"`: a local file).
 
         `tokenize=False` gives the prompt text; `tokenize=True` its ids, or with `return_dict=True` all the model
         inputs (`pixel_values` included) as `__call__` gives them.
