@@ -28,7 +28,7 @@ if [ ! -x "$old/bin/python" ] || ! "$old/bin/python" -c "import transformers, py
         numpy huggingface-hub pytest
 fi
 for venv in "$new" "$old"; do
-    # from a folder outside the repo, so neither the working tree nor tests/conftest.py is on the path
-    (cd "$work" && COMM_REMOTE_DIR="$work/data" "$REPO/$venv/bin/python" -m pytest -q -p no:cacheprovider \
+    # from a folder outside the repo and without PYTHONPATH: neither the working tree nor tests/conftest.py is seen
+    (cd "$work" && env -u PYTHONPATH COMM_REMOTE_DIR="$work/data" "$REPO/$venv/bin/python" -m pytest -q -p no:cacheprovider \
         "$REPO/tests_remote")
 done
