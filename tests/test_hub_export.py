@@ -30,7 +30,9 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def _messages(image_path: str) -> list[dict]:
     image = Image.open(image_path)
-    return [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": QUESTION}]}]
+    return [
+        {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": QUESTION}]}
+    ]
 
 
 def _greedy() -> dict:
@@ -42,7 +44,9 @@ def test_auto_classes_without_remote_code_match_comm_chat(prepared: dict) -> Non
     with one_thread():
         model = AutoModelForImageTextToText.from_pretrained(export).eval()
         processor = AutoProcessor.from_pretrained(export)
-        assert type(model).__module__ == "comm_tower.model.modeling"  # the installed package, not the folder's code
+        assert (
+            type(model).__module__ == "comm_tower.model.modeling"
+        )  # the installed package, not the folder's code
         assert type(processor).__module__ == "comm_tower.inference.processing"
         inputs = processor.apply_chat_template(_messages(prepared["image"]), tokenize=True, return_dict=True)
         assert model.generate(**inputs, **_greedy())[0].tolist() == prepared["tokens"]
@@ -114,7 +118,11 @@ def test_card_reads_run_and_scores(tmp_path: Path, prepared: dict) -> None:
 
 def _export(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "comm_tower.hub.export", *args], capture_output=True, text=True, cwd=ROOT, timeout=120
+        [sys.executable, "-m", "comm_tower.hub.export", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
     )
 
 
