@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ast
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,8 +15,6 @@ from _hub_helpers import EXPECTED, MAX_NEW_TOKENS, QUESTION, prepare
 from _serve_helpers import one_thread
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -116,23 +113,23 @@ def test_card_reads_run_and_scores(tmp_path: Path, prepared: dict) -> None:
     assert "| pope_random | accuracy | 0.875 |" in card
 
 
-def _export(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "comm_tower.hub.export", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
+def _export(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    """comm-export's exit status, stdout and stderr (in process: the console script's own `main`)."""
+    from comm_tower.hub.export import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(list(args))
+    out = capsys.readouterr()
+    return int(stop.value.code or 0), out.out, out.err
 
 
-def test_bad_input_one_line_and_nothing_written(tmp_path: Path, prepared: dict) -> None:
+def test_bad_input_one_line_and_nothing_written(tmp_path: Path, prepared: dict, capsys) -> None:
     not_comm = tmp_path / "llama"
     not_comm.mkdir()
     (not_comm / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    res = _export(str(not_comm), str(tmp_path / "out1"))
-    assert res.returncode == 2, res.stderr
-    assert res.stderr.strip().splitlines() == [
+    code, _, err = _export(capsys, str(not_comm), str(tmp_path / "out1"))
+    assert code == 2, err
+    assert err.strip().splitlines() == [
         f"comm-export: error: {not_comm} is not a comm_llava checkpoint (model_type 'llama' in config.json); "
         "give a comm-train output folder (a LLaVA checkpoint trained through llava_patch is converted with "
         "comm-convert first)"
@@ -146,19 +143,19 @@ def test_bad_input_one_line_and_nothing_written(tmp_path: Path, prepared: dict) 
         enc["path"] = str(tmp_path / "gone" / enc["name"])
     (moved / "config.json").write_text(json.dumps(config))
     (moved / "model.safetensors").write_bytes((prepared["root"] / "ckpt" / "model.safetensors").read_bytes())
-    res = _export(str(moved), str(tmp_path / "out2"))
-    assert res.returncode == 2, res.stderr
-    line = res.stderr.strip()
+    code, _, err = _export(capsys, str(moved), str(tmp_path / "out2"))
+    assert code == 2, err
+    line = err.strip()
     assert len(line.splitlines()) == 1 and "COMM_ENCODER_PATHS" in line
     assert f"clip: {tmp_path / 'gone' / 'clip'}" in line and f"dinov2: {tmp_path / 'gone' / 'dinov2'}" in line
     # an existing output folder is never written into
-    res = _export(str(prepared["root"] / "ckpt"), str(prepared["root"] / "hf"))
-    assert res.returncode == 2 and "already exists" in res.stderr
+    code, _, err = _export(capsys, str(prepared["root"] / "ckpt"), str(prepared["root"] / "hf"))
+    assert code == 2 and "already exists" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["llama", "moved"]
 
 
-def test_help_explains() -> None:
-    res = _export("--help")
-    assert res.returncode == 0
+def test_help_explains(capsys) -> None:
+    code, out, _ = _export(capsys, "--help")
+    assert code == 0
     for needed in ("trust_remote_code", "COMM_ENCODER_PATHS", "--no-remote-code", "--eval-results"):
-        assert needed in res.stdout
+        assert needed in out
