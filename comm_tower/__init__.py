@@ -52,8 +52,23 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_EXPORTS])
 
 
+def transformers_has_comm_llava() -> bool:
+    """Whether the installed transformers is new enough for the comm_llava model classes (5.20 on)."""
+    from transformers import __version__ as version
+
+    from comm_tower.constants import COMM_LLAVA_MIN_TRANSFORMERS
+
+    major_minor = tuple(int(part) for part in version.split(".")[:2])
+    return major_minor >= COMM_LLAVA_MIN_TRANSFORMERS
+
+
 def register_auto_classes() -> None:
-    """Register `comm_llava` with AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor."""
+    """Register `comm_llava` with AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor.
+
+    Nothing to register under an older transformers, which the comm_llava classes do not support.
+    """
+    if not transformers_has_comm_llava():
+        return
     for module in _AUTO_CLASS_MODULES:
         importlib.import_module(module)
 

@@ -18,9 +18,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from comm_tower.constants import COMM_LLAVA_MIN_TRANSFORMERS
+
 PACKAGE = "comm_tower"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
-SUPPORTED_TRANSFORMERS = ">=5.20.0,<6"
+SUPPORTED_TRANSFORMERS = f">={'.'.join(map(str, COMM_LLAVA_MIN_TRANSFORMERS))}.0,<6"
 # what the generated code may import besides the standard library
 ALLOWED_IMPORTS = frozenset({"torch", "transformers", "numpy", "PIL"})
 CONFIG_CLASS = ("comm_tower.model.configuration", "CommLlavaConfig")

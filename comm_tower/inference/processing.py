@@ -31,6 +31,8 @@ from comm_tower.model.configuration import CommLlavaConfig
 from comm_tower.processor import CommImageProcessor, pixel_values
 
 PROCESSOR_FILE = "processor_config.json"
+# from_pretrained's arguments that say where and how to fetch the files (the rest concern transformers' own processors)
+HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
 
 
 class CommProcessor(ProcessorMixin):
@@ -66,14 +68,10 @@ class CommProcessor(ProcessorMixin):
     def from_pretrained(
         cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any
     ) -> CommProcessor:
-        """The processor of a local checkpoint folder (its `config.json` and tokenizer files)."""
-        path = Path(pretrained_model_name_or_path)
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(
-                f"{path}/config.json not found: a CommProcessor is read from a comm_llava checkpoint folder"
-            )
-        config = CommLlavaConfig.from_pretrained(path)
-        tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
+        """The processor of a checkpoint (a folder or a Hub repo): its `config.json` and tokenizer files."""
+        hub = {k: v for k, v in kwargs.items() if k in HUB_KWARGS}
+        config = CommLlavaConfig.from_pretrained(pretrained_model_name_or_path, **hub)
+        tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name_or_path, use_fast=True, **hub)
         return cls.from_config(config, tokenizer)
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> list[str]:
