@@ -159,4 +159,3 @@ def test_help_explains(capsys) -> None:
     assert code == 0
     for needed in ("trust_remote_code", "COMM_ENCODER_PATHS", "--no-remote-code", "--eval-results"):
         assert needed in out
-
