@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -159,3 +160,23 @@ def test_help_explains(capsys) -> None:
     assert code == 0
     for needed in ("trust_remote_code", "COMM_ENCODER_PATHS", "--no-remote-code", "--eval-results"):
         assert needed in out
+
+
+def test_import_comm_tower_registers_the_auto_classes_without_loading_torch() -> None:
+    code = (
+        "import sys, comm_tower\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"
+        "from transformers import AutoConfig, AutoProcessor\n"
+        "from transformers.models.auto import modeling_auto as m, processing_auto as p\n"
+        "config = AutoConfig.for_model('comm_llava')\n"
+        "names = [type(config).__module__, m.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING[type(config)].__name__,\n"
+        "         m.MODEL_FOR_CAUSAL_LM_MAPPING[type(config)].__name__, p.PROCESSOR_MAPPING[type(config)].__name__]\n"
+        "print(' '.join(names))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.stdout.split() == [
+        "comm_tower.model.configuration",
+        "CommLlavaForCausalLM",
+        "CommLlavaForCausalLM",
+        "CommProcessor",
+    ], res.stderr
