@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -180,3 +181,25 @@ def test_import_comm_tower_registers_the_auto_classes_without_loading_torch() ->
         "CommLlavaForCausalLM",
         "CommProcessor",
     ], res.stderr
+
+
+def test_expected_tokens_are_what_comm_chat_answers(prepared: dict) -> None:
+    """comm-chat itself, typed into on the exported folder, answers the decoded expected tokens."""
+    from transformers import AutoTokenizer
+
+    export = prepared["root"] / "hf"
+    args = ["--model-path", str(export), "--image-file", prepared["image"], "--device", "cpu"]
+    args += ["--temperature", "0", "--max-new-tokens", str(MAX_NEW_TOKENS)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "comm_tower.serve.cli", *args],
+        input=f"{QUESTION}\n",
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    answer = run.stdout.split("ASSISTANT: ")[1].split("\nUSER:")[0].strip()
+    want = AutoTokenizer.from_pretrained(export).decode(prepared["tokens"], skip_special_tokens=True).strip()
+    assert want and answer == want
