@@ -31,7 +31,7 @@ from comm_tower.model.configuration import CommLlavaConfig
 from comm_tower.processor import CommImageProcessor, pixel_values
 
 PROCESSOR_FILE = "processor_config.json"
-# from_pretrained's arguments that say where and how to fetch the files (the rest concern transformers' own processors)
+# from_pretrained's arguments for fetching the files (the rest concern transformers' own processors)
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
 
 
@@ -71,7 +71,11 @@ class CommProcessor(ProcessorMixin):
         """The processor of a checkpoint (a folder or a Hub repo): its `config.json` and tokenizer files."""
         hub = {k: v for k, v in kwargs.items() if k in HUB_KWARGS}
         config = CommLlavaConfig.from_pretrained(pretrained_model_name_or_path, **hub)
-        tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name_or_path, use_fast=True, **hub)
+        # the tokenizer loader reads config.json too: let it trust the folder's code when the caller did
+        trust = {"trust_remote_code": kwargs["trust_remote_code"]} if "trust_remote_code" in kwargs else {}
+        tokenizer = AutoTokenizer.from_pretrained(
+            pretrained_model_name_or_path, use_fast=True, **hub, **trust
+        )
         return cls.from_config(config, tokenizer)
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> list[str]:
