@@ -63,6 +63,7 @@ setup(
             "comm-presets=comm_tower.zoo.cli:main",
             "comm-layer-probe=comm_tower.eval.layer_probe:main",
             "comm-convert=comm_tower.hub.convert_cli:main",
+            "comm-export=comm_tower.hub.export:main",
         ],
         "lmms_eval.models": ["comm = comm_tower.eval.lmms_plugin:manifest"],
     },

@@ -34,6 +34,16 @@ def pad_to_square(img: Image.Image, image_mean: Sequence[float]) -> Image.Image:
     return expand_to_square(img, mean_colour(image_mean))
 
 
+def pixel_values(image: Image.Image, image_processor: Any, image_aspect_ratio: str = "pad") -> torch.Tensor:
+    """`[3, H, W]` pixels as the model was trained to see them: 'pad' to square, 'resize' (stretch) or 'square'."""
+    if image_aspect_ratio == "resize":
+        crop = image_processor.crop_size
+        image = image.resize((crop["width"], crop["height"]), Image.BICUBIC)
+    elif image_aspect_ratio == "pad":
+        image = pad_to_square(image, image_processor.image_mean)
+    return image_processor.preprocess(image, return_tensors="pt")["pixel_values"][0]
+
+
 class CommImageProcessor:
     """Resize the shortest edge, centre-crop, scale to [0,1] and normalise with the first encoder's stats.
 

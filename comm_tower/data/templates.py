@@ -148,12 +148,16 @@ class ConversationTemplate(ABC):
         ids, offsets = tokenize_with_images(rendered.text, tokenizer, self.add_bos)
         return ids, labels_from_spans(ids, offsets, rendered.learnt)
 
-    def encode_prompt(self, messages: list[Message], tokenizer: Any) -> list[int]:
-        """input_ids of the generation prompt (IMAGE_TOKEN_INDEX where images go)."""
+    def prompt_text(self, messages: list[Message], tokenizer: Any) -> str:
+        """Text of the generation prompt (the turns checked; the last must be the user's)."""
         if not messages or messages[-1].role != "user":
             raise ValueError("a generation prompt must end with a user turn")
         check_turns(messages)
-        return tokenize_with_images(self.render_prompt(messages, tokenizer), tokenizer, self.add_bos)[0]
+        return self.render_prompt(messages, tokenizer)
+
+    def encode_prompt(self, messages: list[Message], tokenizer: Any) -> list[int]:
+        """input_ids of the generation prompt (IMAGE_TOKEN_INDEX where images go)."""
+        return tokenize_with_images(self.prompt_text(messages, tokenizer), tokenizer, self.add_bos)[0]
 
 
 TEMPLATES: Registry[type[ConversationTemplate]] = Registry("conversation template")

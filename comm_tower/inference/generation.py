@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from PIL import Image
 
 from comm_tower.constants import IMAGE_TOKEN_INDEX
 from comm_tower.inference.loading import context_length
-from comm_tower.processor import pad_to_square
+from comm_tower.processor import pixel_values  # noqa: F401 - re-exported: the readers' name for it
 
 logger = logging.getLogger(__name__)
 
@@ -67,16 +66,6 @@ def seed_sampling(seed: int | None) -> None:
     """Seed torch's generators (every device) so that a sampled answer can be repeated; None leaves them."""
     if seed is not None:
         torch.manual_seed(seed)
-
-
-def pixel_values(image: Image.Image, image_processor: Any, image_aspect_ratio: str = "pad") -> torch.Tensor:
-    """`[3, H, W]` pixels as the model was trained to see them: 'pad' to square, 'resize' (stretch) or 'square'."""
-    if image_aspect_ratio == "resize":
-        crop = image_processor.crop_size
-        image = image.resize((crop["width"], crop["height"]), Image.BICUBIC)
-    elif image_aspect_ratio == "pad":
-        image = pad_to_square(image, image_processor.image_mean)
-    return image_processor.preprocess(image, return_tensors="pt")["pixel_values"][0]
 
 
 def pad_token_id(tokenizer: Any) -> int:

@@ -67,6 +67,10 @@ class ChatFormat:
             logger.debug("prompt: %r", template.render_prompt(messages, tokenizer))
         return template.encode_prompt(messages, tokenizer)
 
+    def prompt_text(self, turns: Sequence[Message], tokenizer: Any) -> str:
+        """Text of the generation prompt for `turns`, `<image>` tags where images go (what `prompt_ids` tokenizes)."""
+        return get_template(self.template).prompt_text(self.messages(turns), tokenizer)
+
     def question_ids(self, question: str, tokenizer: Any, with_image: bool) -> list[int]:
         """Token ids of a one-question prompt (the image, if any, in front of the question)."""
         return self.prompt_ids([Message("user", user_text(question, with_image))], tokenizer)

@@ -37,6 +37,7 @@ class CommLlavaConfig(PretrainedConfig):
     # the chat format the model was trained with: readers build prompts with it unless told otherwise
     conv_template: str | None = None  # a registered conversation template; None: vicuna_v1
     system_prompt: str | None = None  # None: the template's own
+    train_data: str | None = None  # the data file(s) comm-train trained on (for the model card)
     hidden_size: int | None = None
     vocab_size: int | None = None
     tie_word_embeddings: bool = False

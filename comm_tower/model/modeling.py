@@ -60,6 +60,11 @@ class CommLlavaForCausalLM(PreTrainedModel):
         self.post_init()
 
     # HF plumbing -----------------------------------------------------------------------------
+    @classmethod
+    def can_generate(cls) -> bool:
+        """True: `generate` (LLaVA's) splices the images and hands the rest to the LLM's own `generate`."""
+        return True
+
     def _init_weights(self, module: nn.Module) -> None:
         """No-op: the LLM initialises itself; tower encoders and projector modules initialise at construction."""
 
@@ -134,9 +139,14 @@ class CommLlavaForCausalLM(PreTrainedModel):
         images: torch.Tensor | list[torch.Tensor] | None = None,
         image_sizes: list | None = None,
         use_cache: bool | None = None,
+        pixel_values: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
-        """LLaVA's forward: with `images`, splice first; then the LLM (loss from `labels` when given)."""
+        """LLaVA's forward: with `images`, splice first; then the LLM (loss from `labels` when given).
+
+        `pixel_values` (what `CommProcessor` and transformers' pipelines pass) is another name for `images`.
+        """
+        images = images if images is not None else pixel_values
         if images is not None and len(images) == 0:
             images = None  # a text-only batch: the collator stacked zero images
         if inputs_embeds is None and images is not None:
@@ -169,11 +179,16 @@ class CommLlavaForCausalLM(PreTrainedModel):
         images: torch.Tensor | list[torch.Tensor] | None = None,
         image_sizes: list | None = None,
         attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
-        """LLaVA's `generate(inputs, images=...)`: returns only the new token ids (prompt not repeated)."""
+        """LLaVA's `generate(inputs, images=...)`: returns only the new token ids (prompt not repeated).
+
+        Also takes `CommProcessor`'s output as it is: `input_ids`, `attention_mask`, `pixel_values`.
+        """
         if "input_ids" in kwargs:
             inputs = kwargs.pop("input_ids")
+        images = images if images is not None else pixel_values
         if images is None:
             return self.language_model.generate(inputs, attention_mask=attention_mask, **kwargs)
         spliced = self.prepare_multimodal_inputs(inputs, attention_mask, None, images, padding_side="left")

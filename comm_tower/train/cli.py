@@ -209,6 +209,7 @@ def train(argv: list[str] | None = None) -> None:
     apply_plan(model, plan)
 
     record_chat_format(unwrap_peft(model).config, data_args.template, dataset)
+    unwrap_peft(model).config.train_data = data_args.data_path  # the model card names it
     trainer = CommTrainer(model=model, args=training_args, processing_class=tokenizer, **data_module)
     trainer.train(resume_from_checkpoint=find_resume(training_args))
     trainer.save_state()
