@@ -43,10 +43,9 @@ logger = logging.getLogger("comm_tower.bench.gpu_check")
 # dense bf16 tensor-core peak (TFLOP/s, no sparsity) from the vendors' data sheets, by a substring of the name
 PEAK_TFLOPS: dict[str, float] = {
     "H200": 989.0,
-    "H100 SXM": 989.0,
+    "H100": 989.0,  # SXM, named "NVIDIA H100 80GB HBM3"
     "H100 NVL": 835.0,
     "H100 PCIe": 756.0,
-    "H100": 756.0,
     "A100": 312.0,
     "L40S": 362.0,
     "L40": 181.0,
@@ -281,7 +280,7 @@ def _f(value: float | None, unit: str = "", digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}g}{unit}"
 
 
-def summary(rows: list[Row], peaks: dict[str, float | None]) -> str:
+def summary(rows: list[Row], peaks: dict[str, float | None], missing: dict[str, str]) -> str:
     """The headline table: each measure, the COMM figure, the baseline's, and their ratio."""
     lines = ["| measure | COMM | baseline | COMM / baseline |", "|---|---|---|---|"]
     comm, bare = _row(rows, "tower_forward", "comm_tower"), _row(rows, "tower_forward", "bare_encoders")
@@ -322,6 +321,8 @@ def summary(rows: list[Row], peaks: dict[str, float | None]) -> str:
             f"| train step {what} | {_f(cm, digits=5)} | CLIP layer {_f(bm, digits=5)} | {_f(cm / bm)} |"
         )
     chat = [r for r in rows if r.bench == "generation"]
+    if len(chat) == 1 and "bitsandbytes" in missing:
+        lines.append(f"| chat 4-bit | not run: bitsandbytes is not installed | {chat[0].name} | - |")
     if len(chat) == 2:
         base, q = chat
         for label, key, fmt in (("first token ms", "first_token_s", 1e3), ("peak MiB", None, 1.0)):
@@ -407,7 +408,7 @@ def _main(argv: list[str] | None) -> int:
             f"Missing: {sorted(missing) or 'none'}",
             "",
             f"## {title}",
-            summary(rows, peaks),
+            summary(rows, peaks, missing),
             "",
             table(rows),
         ]
