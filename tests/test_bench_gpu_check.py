@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from comm_tower.bench.gpu_check import PEAK_TFLOPS, missing_packages, table_peak_tflops
+from comm_tower.bench.gpu_check import PEAK_TFLOPS, table_peak_tflops
+from comm_tower.bench.preflight import OPTIONAL, missing
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +49,7 @@ def _row(doc: dict, bench: str, name: str, **extra: str) -> dict:
 def test_dry_run_prints_every_measure_of_the_gpu_table(dry_run):
     stdout, doc = dry_run
     assert doc["meta"]["dry_run"] and "gpu" not in doc["meta"]["hardware"]
-    assert doc["meta"]["missing_packages"] == missing_packages()
+    assert doc["meta"]["missing_packages"] == missing(OPTIONAL)
     for measure in (
         "| tower images/s, batch 2 |",
         "| tower share of measured gemm",
@@ -94,3 +95,17 @@ def test_peak_table_picks_the_most_specific_gpu_name():
     assert table_peak_tflops("NVIDIA H200") == PEAK_TFLOPS["H200"]
     assert table_peak_tflops("NVIDIA A10G") == PEAK_TFLOPS["A10G"]
     assert table_peak_tflops("Some Future GPU") is None
+
+
+def test_preflight_names_each_missing_package_and_fails_only_for_required(monkeypatch, capsys):
+    from comm_tower.bench import preflight
+
+    monkeypatch.setattr(preflight, "REQUIRED", {"torch": "torch"})
+    monkeypatch.setattr(preflight, "OPTIONAL", {"comm_tower_no_such_optional": "a reason"})
+    assert preflight.main() == 0
+    assert (
+        "optional package 'comm_tower_no_such_optional' is not installed: a reason" in capsys.readouterr().err
+    )
+    monkeypatch.setattr(preflight, "REQUIRED", {"comm_tower_no_such_module": "no-such-dist"})
+    assert preflight.main() == 2
+    assert "required package 'no-such-dist' (import comm_tower_no_such_module)" in capsys.readouterr().err

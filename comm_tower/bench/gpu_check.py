@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import logging
 import shutil
@@ -33,6 +32,7 @@ from typing import Any
 import torch
 
 from comm_tower.bench import generation, projector, tower, train_step
+from comm_tower.bench.preflight import OPTIONAL, missing
 from comm_tower.bench.report import Row, hardware, table
 from comm_tower.bench.sizes import SIZES, BenchSize, comm_spec
 from comm_tower.bench.timing import interleaved
@@ -55,12 +55,6 @@ PEAK_TFLOPS: dict[str, float] = {
     "RTX 4090": 165.0,
     "RTX 3090": 71.0,
     "V100": 125.0,  # fp16 (no bf16 on Volta)
-}
-# packages the GPU machine may lack: what each is for here
-OPTIONAL = {
-    "bitsandbytes": "4-bit chat (the chat rows); carry its wheel, see docs/performance.md",
-    "deepspeed": "not used by this check; comm-train's ZeRO scripts need it on a training machine",
-    "flash_attn": "optional: the training step uses SDPA without it",
 }
 CHAT_FULL_LAYERS = 32  # Vicuna-7B / Llama-2-7B
 
@@ -142,11 +136,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--debug", action="store_true", help="print the traceback of an error too")
     return p.parse_args(argv)
-
-
-def missing_packages() -> dict[str, str]:
-    """Optional packages that are not installed, each with what it is needed for."""
-    return {name: why for name, why in OPTIONAL.items() if importlib.util.find_spec(name) is None}
 
 
 def table_peak_tflops(name: str) -> float | None:
@@ -233,7 +222,7 @@ def run_chat(plan: Plan, root: Path) -> list[Row]:
     comm_spec(plan.encoders, root)
     preset = root / plan.encoders.name / "comm.json"
     modes = dict(plan.chat_modes)
-    if importlib.util.find_spec("bitsandbytes") is None:
+    if missing({"bitsandbytes": ""}):
         logger.warning("bitsandbytes is not installed: the chat runs %s only", next(iter(modes)))
         modes = {k: v for k, v in modes.items() if not v.get("load_4bit")}
     chat_root = root / f"chat{size.llm_layers}x{size.llm_width}"
@@ -280,7 +269,7 @@ def _f(value: float | None, unit: str = "", digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}g}{unit}"
 
 
-def summary(rows: list[Row], peaks: dict[str, float | None], missing: dict[str, str]) -> str:
+def summary(rows: list[Row], peaks: dict[str, float | None], absent: dict[str, str]) -> str:
     """The headline table: each measure, the COMM figure, the baseline's, and their ratio."""
     lines = ["| measure | COMM | baseline | COMM / baseline |", "|---|---|---|---|"]
     comm, bare = _row(rows, "tower_forward", "comm_tower"), _row(rows, "tower_forward", "bare_encoders")
@@ -321,7 +310,7 @@ def summary(rows: list[Row], peaks: dict[str, float | None], missing: dict[str, 
             f"| train step {what} | {_f(cm, digits=5)} | CLIP layer {_f(bm, digits=5)} | {_f(cm / bm)} |"
         )
     chat = [r for r in rows if r.bench == "generation"]
-    if len(chat) == 1 and "bitsandbytes" in missing:
+    if len(chat) == 1 and "bitsandbytes" in absent:
         lines.append(f"| chat 4-bit | not run: bitsandbytes is not installed | {chat[0].name} | - |")
     if len(chat) == 2:
         base, q = chat
@@ -393,8 +382,8 @@ def _main(argv: list[str] | None) -> int:
         raise UsageError(
             "no CUDA GPU visible to torch; run on a GPU machine, or pass --dry-run for the CPU check"
         )
-    missing = missing_packages()
-    for name, why in missing.items():
+    absent = missing(OPTIONAL)
+    for name, why in absent.items():
         logger.warning("missing package %s: %s", name, why)
     plan = make_plan(args)
     start = time.perf_counter()
@@ -405,10 +394,10 @@ def _main(argv: list[str] | None) -> int:
     text = "\n".join(
         [
             f"Hardware: {hw}",
-            f"Missing: {sorted(missing) or 'none'}",
+            f"Missing: {sorted(absent) or 'none'}",
             "",
             f"## {title}",
-            summary(rows, peaks, missing),
+            summary(rows, peaks, absent),
             "",
             table(rows),
         ]
@@ -421,7 +410,7 @@ def _main(argv: list[str] | None) -> int:
             "hardware": hw,
             "command": "scripts/gpu_check.sh " + " ".join(argv if argv is not None else sys.argv[1:]),
             "dry_run": args.dry_run,
-            "missing_packages": missing,
+            "missing_packages": absent,
             "peak_tflops": peaks,
             "seconds": {**seconds, "total": total},
             "plan": {k: str(v) for k, v in dataclasses.asdict(plan).items()},
