@@ -80,6 +80,7 @@ def test_figures_follow_from_the_timed_repeats(dry_run):
             step["extra"]["tokens_per_step"] / step["median_s"]
         )
         assert step["peak_mib"] > 0
+        assert step["extra"]["gradient_checkpointing"] and step["extra"]["attention"] == "sdpa"
     # COMM stacks channels, not tokens: the LLM sees as many tokens per step as with the single CLIP layer
     comm_step, clip_step = (_row(doc, "train_step", "whole_step", tower=t) for t in ("comm", "clip"))
     assert comm_step["extra"]["tokens_per_step"] == clip_step["extra"]["tokens_per_step"]

@@ -11,8 +11,8 @@ On one GPU, in bf16, with the real shapes (CLIP ViT-L/14-336 + DINOv2-L/14, rand
 - chat: a 7B-width Llama with `--chat-layers` of its 32 blocks (random, quantised at load) and the COMM
   tower, 4-bit against fp16: first-token latency, tokens/s, peak memory, and those figures scaled to 32 blocks.
 
-`--dry-run` runs the same code on the CPU with the tiny shapes (fp32 and bf16 where the GPU run uses bf16 and
-fp16) and prints the same table with CPU figures.
+`--dry-run` runs the same code on the CPU with the tiny shapes (bf16 as on the GPU; the chat in fp32 and 4-bit
+with fp32 compute where the GPU uses fp16) and prints the same table with CPU figures.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         tiny = SIZES.get("tiny")
         return Plan(
             device="cpu",
-            dtype=torch.float32,
+            dtype=getattr(torch, args.dtype or "bfloat16"),
             chat_modes={
                 "fp32": {"dtype": torch.float32},
                 "4bit": {"load_4bit": True, "dtype": torch.float32},
@@ -103,7 +103,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     large = SIZES.get("large")
     return Plan(
         device="cuda",
-        dtype=torch.bfloat16,
+        dtype=getattr(torch, args.dtype or "bfloat16"),
         chat_modes={"fp16": {"dtype": torch.float16}, "4bit": {"load_4bit": True, "dtype": torch.float16}},
         chat_save_dtype=torch.float16,
         encoders=large,
@@ -133,6 +133,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chat-layers", type=int, default=0, help="7B-width blocks in the chat LLM (GPU 8 of 32)")
     p.add_argument("--new-tokens", type=int, default=0, help="tokens per chat answer (GPU 64)")
     p.add_argument("--repeats", type=int, default=0, help="timed repeats (GPU 5, dry run 2)")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        help="tower/projector/training step (GPU bfloat16)",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--debug", action="store_true", help="print the traceback of an error too")
     return p.parse_args(argv)
@@ -209,6 +214,9 @@ def run_train_step(plan: Plan, root: Path) -> list[Row]:
         whole.extra["tower"] = preset
         whole.extra["llm_params"] = sum(p.numel() for p in model.language_model.parameters())
         whole.extra["attention"] = str(model.language_model.config._attn_implementation)
+        whole.extra["gradient_checkpointing"] = bool(
+            getattr(model.language_model.model, "gradient_checkpointing", False)
+        )
         whole.extra["peak_total_mib"] = _peak_total_mib(device)
         rows += part
         del model
