@@ -110,3 +110,18 @@ def test_preflight_names_each_missing_package_and_fails_only_for_required(monkey
     monkeypatch.setattr(preflight, "REQUIRED", {"comm_tower_no_such_module": "no-such-dist"})
     assert preflight.main() == 2
     assert "required package 'no-such-dist' (import comm_tower_no_such_module)" in capsys.readouterr().err
+
+
+def test_a_failed_part_is_reported_and_the_run_exits_nonzero(monkeypatch, tmp_path, capsys):
+    from comm_tower.bench import gpu_check
+
+    def broken(plan, root):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setitem(gpu_check.PARTS, "chat", broken)
+    with pytest.raises(SystemExit) as stop:
+        gpu_check.main(["--dry-run", "--parts", "chat", "--out-dir", str(tmp_path)])
+    assert stop.value.code == 1
+    doc = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert doc["meta"]["errors"] == {"chat": "RuntimeError: CUDA out of memory (simulated)"}
+    assert "| chat | FAILED: RuntimeError: CUDA out of memory (simulated) |" in capsys.readouterr().out

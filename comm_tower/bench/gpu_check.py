@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import logging
 import shutil
@@ -343,8 +344,10 @@ def summary(rows: list[Row], peaks: dict[str, float | None], absent: dict[str, s
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace, plan: Plan) -> tuple[list[Row], dict[str, float | None], dict[str, float]]:
-    """Every requested part; the peak FLOP rates used; seconds per part."""
+def run(
+    args: argparse.Namespace, plan: Plan
+) -> tuple[list[Row], dict[str, float | None], dict[str, float], dict[str, str]]:
+    """Every requested part; the peak FLOP rates used; seconds per part; the error of each part that failed."""
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = sorted(set(parts) - {"tower", *PARTS})
     if unknown:
@@ -359,15 +362,22 @@ def run(args: argparse.Namespace, plan: Plan) -> tuple[list[Row], dict[str, floa
     root = Path(tempfile.mkdtemp(prefix="comm_gpu_check_"))
     rows: list[Row] = []
     seconds: dict[str, float] = {}
+    errors: dict[str, str] = {}
     try:
         for part in parts:
             start = time.perf_counter()
-            rows += run_tower(plan, root, peaks) if part == "tower" else PARTS[part](plan, root)
+            try:
+                rows += run_tower(plan, root, peaks) if part == "tower" else PARTS[part](plan, root)
+            except Exception as err:  # one failed part must not cost the others' figures on a lent GPU
+                logger.exception("part %s failed", part)
+                errors[part] = f"{type(err).__name__}: {err}".splitlines()[0][:300]
             seconds[part] = time.perf_counter() - start
             logger.info("%s: %.0f s", part, seconds[part])
+            gc.collect()
+            _reset_peak(device)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    return rows, peaks, seconds
+    return rows, peaks, seconds, errors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -395,7 +405,7 @@ def _main(argv: list[str] | None) -> int:
         logger.warning("missing package %s: %s", name, why)
     plan = make_plan(args)
     start = time.perf_counter()
-    rows, peaks, seconds = run(args, plan)
+    rows, peaks, seconds, errors = run(args, plan)
     total = time.perf_counter() - start
     hw = hardware()
     title = f"{'dry run, CPU' if args.dry_run else hw.get('gpu', 'GPU')}: {total:.0f} s"
@@ -406,6 +416,7 @@ def _main(argv: list[str] | None) -> int:
             "",
             f"## {title}",
             summary(rows, peaks, absent),
+            *[f"| {part} | FAILED: {why} | - | - |" for part, why in errors.items()],
             "",
             table(rows),
         ]
@@ -421,6 +432,7 @@ def _main(argv: list[str] | None) -> int:
             "missing_packages": absent,
             "peak_tflops": peaks,
             "seconds": {**seconds, "total": total},
+            "errors": errors,
             "plan": {k: str(v) for k, v in dataclasses.asdict(plan).items()},
         },
         "rows": [dataclasses.asdict(r) for r in rows],
@@ -430,7 +442,7 @@ def _main(argv: list[str] | None) -> int:
     tmp.write_text(json.dumps(doc, indent=1, default=str))
     tmp.replace(out)
     print(f"wrote {out} and {log_file}")
-    return 0
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":
