@@ -89,13 +89,12 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     hostfile = root / "hostfile"
     hostfile.write_text("node-1 slots=1\nnode-2 slots=1\n")
 
+    # the two runs side by side (separate ports and folders): their start-up and shut-down waits overlap
     single = root / "single"
-    log = root / "single.log"
-    finish([start(stage2_env(root, single, 29641, LAUNCHER="torchrun", NUM_GPUS="2"), log)], [log])
-
+    logs = [root / "single.log", *(root / f"node{rank}.log" for rank in range(2))]
+    procs = [start(stage2_env(root, single, 29641, LAUNCHER="torchrun", NUM_GPUS="2"), logs[0])]
     multi = root / "two_nodes"
-    logs = [root / f"node{rank}.log" for rank in range(2)]
-    nodes = [
+    procs += [
         start(
             stage2_env(
                 root,
@@ -106,12 +105,12 @@ def runs(tmp_path_factory) -> dict[str, Path]:
                 NUM_NODES="2",
                 NODE_RANK=str(rank),
             ),
-            logs[rank],
+            logs[1 + rank],
         )
         for rank in range(2)
     ]
-    finish(nodes, logs)
-    return {"single": single, "multi": multi, "logs": logs}
+    finish(procs, logs)
+    return {"single": single, "multi": multi, "logs": logs[1:]}
 
 
 def test_each_node_ran_one_process_of_a_two_node_world(runs):
