@@ -125,3 +125,13 @@ def test_a_failed_part_is_reported_and_the_run_exits_nonzero(monkeypatch, tmp_pa
     doc = json.loads((tmp_path / "gpu_check.json").read_text())
     assert doc["meta"]["errors"] == {"chat": "RuntimeError: CUDA out of memory (simulated)"}
     assert "| chat | FAILED: RuntimeError: CUDA out of memory (simulated) |" in capsys.readouterr().out
+
+
+def test_table_says_when_4bit_chat_could_not_run():
+    from comm_tower.bench.gpu_check import summary
+    from comm_tower.bench.report import Row
+
+    fp16 = Row("generation", "large+llm8x4096", "chat_fp16", 1, 2.0, 0.0, 32.0, "tok/s", 100.0)
+    fp16.extra = {"first_token_s": 0.1}
+    text = summary([fp16], {}, {"bitsandbytes": "the 4-bit chat rows"})
+    assert "| chat 4-bit | not run: bitsandbytes is not installed | chat_fp16 | - |" in text
