@@ -131,3 +131,20 @@ def test_two_nodes_give_the_single_node_loss_curve(runs):
         name: json.loads((runs[name] / "trainer_state.json").read_text()) for name in ("single", "multi")
     }
     assert state["multi"]["epoch"] == state["single"]["epoch"]  # same global batch: same share of an epoch
+
+
+def test_several_nodes_without_master_addr_stop_with_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MASTER_ADDR"}
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "finetune.sh")],
+        env={**env, "LAUNCHER": "torchrun", "NUM_NODES": "2", "NODE_RANK": "1", "PYTHON": "false"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip()
+        == "NUM_NODES=2: set MASTER_ADDR to the first node's address (every node must reach it)"
+    )
