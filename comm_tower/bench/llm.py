@@ -44,9 +44,11 @@ def comm_model(
     return model
 
 
-def save_checkpoint(size: BenchSize, preset: Path, root: Path) -> Path:
-    """A full comm_llava checkpoint (random LLM of `size`, local tokenizer) as comm-train saves one."""
-    out = root / size.name / "chat_model"
+def save_checkpoint(size: BenchSize, preset: Path, root: Path, dtype: torch.dtype = torch.float32) -> Path:
+    """A full comm_llava checkpoint (random LLM of `size`, local tokenizer, weights saved in `dtype`) as
+    comm-train saves one."""
+    suffix = "" if dtype == torch.float32 else "_" + str(dtype).removeprefix("torch.")
+    out = root / size.name / f"chat_model{suffix}"
     if (out / "config.json").is_file():
         return out
     tokenizer = AutoTokenizer.from_pretrained(build_tiny_llama(root / "tokenizer_lm"))
@@ -55,6 +57,6 @@ def save_checkpoint(size: BenchSize, preset: Path, root: Path) -> Path:
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         setattr(model.language_model.config, key, getattr(tokenizer, key))
     model.config.image_aspect_ratio = "pad"
-    model.save_pretrained(out)
+    model.to(dtype).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out

@@ -100,14 +100,15 @@ def encoder_config(family: str, shape: EncoderShape) -> PretrainedConfig:
     return config
 
 
-def sized_spec(size: BenchSize) -> CommSpec:
-    """The `comm` preset with its layers moved to `size`'s encoder depths (weight paths still the preset's)."""
-    spec = load_preset(PRESET)
+def sized_spec(size: BenchSize, preset: str = PRESET) -> CommSpec:
+    """A preset (`comm`, or e.g. `clip` for LLaVA-1.5's single layer) with its layers moved to `size`'s
+    encoder depths (weight paths still the preset's)."""
+    spec = load_preset(preset)
     for enc in spec.encoders:
         source, target = shape_of(enc.family, PRESET_SIZE), shape_of(enc.family, size.name)
         enc.layers = scale_layers(enc.layers, source.depth, target.depth)
-    spec.name = f"bench-{PRESET}-{size.name}"
-    spec.description = f"the '{PRESET}' preset at benchmark size {size.name} (random weights)"
+    spec.name = f"bench-{preset}-{size.name}"
+    spec.description = f"the '{preset}' preset at benchmark size {size.name} (random weights)"
     return spec
 
 
@@ -137,12 +138,13 @@ def _without_none(value: Any) -> Any:
     return value
 
 
-def comm_spec(size: BenchSize, root: Path) -> CommSpec:
-    """The resolved COMM spec of `size`; its preset file (random-weight folders) is `root/<size>/comm.json`."""
-    spec = sized_spec(size)
+def comm_spec(size: BenchSize, root: Path, preset: str = PRESET) -> CommSpec:
+    """The resolved spec of `preset` at `size`; its preset file (random-weight folders, shared by presets that
+    name the same encoder) is `root/<size>/<preset>.json`."""
+    spec = sized_spec(size, preset)
     folders = build_encoder_folders(spec, size, root)
     for enc in spec.encoders:
         enc.path = str(folders[enc.name])
-    preset = root / size.name / "comm.json"
-    preset.write_text(json.dumps(_without_none(spec.to_dict()), indent=1))
-    return resolve_spec(load_preset(str(preset)))
+    path = root / size.name / f"{preset}.json"
+    path.write_text(json.dumps(_without_none(spec.to_dict()), indent=1))
+    return resolve_spec(load_preset(str(path)))
