@@ -110,9 +110,10 @@ def repair_trainer_globals() -> list[str]:
     """Bind the names NeXT's `LLaVATrainer._inner_training_loop` uses but its module never imports.
 
     That method is transformers' `Trainer._inner_training_loop` with NeXT's additions; at some NeXT commits
-    (e.g. df17966) the module lacks about 30 of its imports, so `train()` stops with a NameError for every
-    tower. Each missing name is taken from `transformers.trainer`, where the loop comes from; the one name
-    defined nowhere (`plot_graphs_based_on_log_history`) becomes a logged no-op. Returns the names bound.
+    (the snapshot in shared/third_party among them) the module lacks about 30 of its imports, so `train()`
+    stops with a NameError for every tower. Each missing name is taken from `transformers.trainer`, where
+    the loop comes from; the one name defined nowhere (`plot_graphs_based_on_log_history`) becomes a logged
+    no-op. Returns the names bound.
     """
     import transformers.trainer as hf_trainer
     from llava.train import llava_trainer
