@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 TARBALL=${LLAVA_NEXT_TARBALL:-../shared/third_party/LLaVA-NeXT-df17966.tar.gz}
 VENV=.venv-llava-next
-if [ ! -x $VENV/bin/python ] || ! $VENV/bin/python -c \
-    "import llava.model.multimodal_resampler, trl, datasets, deepspeed, transformers
-assert transformers.__version__ == '4.40.2'" 2>/dev/null; then
+# the check reads installed versions only (importing NeXT would load transformers, deepspeed and trl)
+if [ ! -x $VENV/bin/python ] || ! $VENV/bin/python -c "from importlib.metadata import version as v
+assert (v('llava'), v('transformers'), v('trl'), v('datasets'), v('deepspeed')) == \
+    ('1.7.0.dev0', '4.40.2', '0.8.6', '2.19.2', '0.19.8')" 2>/dev/null; then
     [ -f "$TARBALL" ] || { echo "test_llava_next.sh: LLaVA-NeXT source $TARBALL not found; set LLAVA_NEXT_TARBALL" >&2; exit 1; }
     rm -rf $VENV
     "${PYTHON:-python3}" -m venv $VENV

@@ -257,11 +257,17 @@ def test_pinpoint_formula_matches_nexts_own_grid_choice():
             assert best_canvas((w, h), canvases) == (cols * CROP, rows * CROP), (w, h)
 
 
-def test_next_trainer_lacks_its_imports_without_the_launcher_repair():
+def test_next_trainer_lacks_its_imports_until_the_launcher_repairs_them():
     """Why the launcher binds trainer names: NeXT's own module misses them, for every tower."""
-    code = "import llava.train.llava_trainer as m; print(sorted({'DebugOption','TrainOutput','math'} - set(vars(m))))"
+    code = (
+        "import llava.train.llava_trainer as m; from llava_patch.next import repair_trainer_globals as r\n"
+        "need = {'DebugOption', 'TrainOutput', 'math', 'plot_graphs_based_on_log_history'}\n"
+        "print(sorted(need - set(vars(m))), len(r()), sorted(need - set(vars(m))))"
+    )
     proc = subprocess.run(
         [sys.executable, "-c", code], env=llava_env(REPO_ROOT), capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip().splitlines()[-1] == "['DebugOption', 'TrainOutput', 'math']"
+    line = proc.stdout.strip().splitlines()[-1]
+    assert line.startswith("['DebugOption', 'TrainOutput', 'math', 'plot_graphs_based_on_log_history'] ")
+    assert line.endswith(" []") and int(line.split("] ")[1].split()[0]) >= 20, line
