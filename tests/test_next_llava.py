@@ -129,7 +129,11 @@ def _initialised_from_adapter(runs):
 
 def test_stage2_restores_the_adapter_bit_exactly(runs):
     saved = torch.load(runs.adapter, map_location="cpu")
-    restored = _initialised_from_adapter(runs).get_model().mm_projector.state_dict()
+    model = _initialised_from_adapter(runs)
+    # NeXT's default resampler passes the tower's tokens through; the projector reads the tower's width
+    assert type(model.get_model().vision_resampler).__name__ == "IdentityMap"
+    assert model.config.mm_hidden_size == model.get_vision_tower().hidden_size == 160
+    restored = model.get_model().mm_projector.state_dict()
     assert set(restored) == {k.removeprefix(PREFIX) for k in saved}
     for key, value in saved.items():
         assert torch.equal(restored[key.removeprefix(PREFIX)], value), key
