@@ -23,7 +23,6 @@ pytest.importorskip(
 from _llava_helpers import REPO_ROOT, build_tiny_llama, draw, llava_env
 from _next_helpers import (
     CROP,
-    IMAGE_SIZES,
     build_tiny_next_tower,
     next_train_args,
     write_next_dataset,
@@ -201,13 +200,14 @@ def _pixels(loaded, image):
     return [x.to(loaded.model.dtype) for x in process_images([image], loaded.processor, loaded.model.config)]
 
 
-@pytest.mark.parametrize("kind", ["wide", "tall"])
-def test_spliced_visual_tokens_follow_nexts_anyres_formula_and_generate(loaded, kind):
+# letterboxed on the chosen canvas, so unpad cuts rows (wide), columns (tall) or columns of a 3x2 grid
+@pytest.mark.parametrize("size", [(672, 150), (150, 672), (500, 430)])
+def test_spliced_visual_tokens_follow_nexts_anyres_formula_and_generate(loaded, size):
     from comm_tower import CommVisionTower
 
     model, tower = loaded.model, loaded.model.get_vision_tower()
     assert isinstance(tower, CommVisionTower) and tower.is_loaded
-    image = draw("red", "circle", (IMAGE_SIZES[kind][0] * 2, IMAGE_SIZES[kind][1] * 2))
+    image = draw("red", "circle", size)
     pixels, ids = _pixels(loaded, image), _prompt(loaded.tokenizer)
     with torch.inference_mode():
         *_, embeds, _ = model.prepare_inputs_labels_for_multimodal(
