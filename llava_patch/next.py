@@ -47,8 +47,9 @@ def check_merge_type(cfg: Any, tower_name: str, side: int) -> None:
     merge_type = getattr(cfg, "mm_patch_merge_type", None) or "flat"
     if merge_type not in MERGE_TYPES:
         raise ValueError(
-            f"{FLAG} {merge_type}: LLaVA-NeXT merges only {MERGE_TYPES.names()} image tokens (its forward pass "
-            f"fails or silently falls back on other values); with the COMM tower '{tower_name}' use "
+            f"{FLAG} {merge_type}: a COMM tower serves {MERGE_TYPES.names()} (NeXT reads this flag by substring "
+            "at the first forward pass: other values fail there or are read as another type); with the COMM tower "
+            f"'{tower_name}' use "
             f"{FLAG} spatial_unpad (NeXT's anyres scripts) or flat"
         )
     problem = MERGE_TYPES.get(merge_type)(side)
