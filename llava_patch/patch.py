@@ -48,7 +48,12 @@ def _wrap_tower_builder(original: Callable) -> Callable:
 
             logger.info("llava_patch: building COMM tower '%s'", builders.tower_name_of(vision_tower_cfg))
             # the core loads the encoders whole under ZeRO-3; the DeepSpeed engine partitions them later
-            return builders.build_vision_tower(vision_tower_cfg, *args, **kwargs)
+            tower = builders.build_vision_tower(vision_tower_cfg, *args, **kwargs)
+            if _flavour().name == "llava-next":
+                from llava_patch.next import check_merge_type
+
+                check_merge_type(vision_tower_cfg, tower.vision_tower_name, tower.num_patches_per_side)
+            return tower
         return original(vision_tower_cfg, *args, **kwargs)
 
     setattr(build_vision_tower, _ORIGINAL_ATTR, original)
@@ -73,6 +78,11 @@ _WRAPPERS: dict[str, Callable[[Callable], Callable]] = {
     "build_vision_tower": _wrap_tower_builder,
     "build_vision_projector": _wrap_projector_builder,
 }
+
+
+def _flavour() -> LlavaFlavour:
+    """The LLaVA this process patched (detected on first use when only the import hook ran)."""
+    return _state["flavour"] or detect_flavour()
 
 
 def is_patched(func: object) -> bool:

@@ -28,7 +28,11 @@ def run_module_patched(module: str, args: list[str]) -> None:
     """Apply the patch, then run `module` as `__main__` with `args` as its command line."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    apply()
+    flavour = apply()
+    if flavour.name == "llava-next" and module.startswith("llava.train"):
+        from llava_patch.next import repair_trainer_globals
+
+        repair_trainer_globals()
     sys.argv = [module, *args]
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 

@@ -73,6 +73,10 @@ class VisionEncoder(nn.Module):
         blocks = self.blocks()
         del blocks[self.depth :]
         self._block_args = _none_args_for_required(blocks[0]) if len(blocks) else ()
+        if len(blocks) and getattr(model, "_no_split_modules", None) is None:
+            # `device_map="auto"` on a model holding this tower (LLaVA-NeXT loads its towers inside the LLM's
+            # from_pretrained) needs every inner HF model to name the blocks it may not split across devices
+            model._no_split_modules = [type(blocks[0]).__name__]
         self.model.requires_grad_(False)
         self.model.eval()
 
