@@ -3,6 +3,8 @@
 # tests, LLaVA token-layout parity of our templates, and the core tests on LLaVA's transformers pin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# DeepSpeed builds its CPU ops for this venv in its own folder (not the one other venvs build theirs in)
+export TORCH_EXTENSIONS_DIR=$PWD/.venv-llava/torch_extensions
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 if [ ! -x .venv-llava/bin/python ] || ! .venv-llava/bin/python -c \
     "import llava, google.protobuf, transformers; assert transformers.__version__ == '4.37.2'" 2>/dev/null; then

@@ -4,6 +4,8 @@
 # installed --no-deps from the source tarball in ../shared/third_party (LLAVA_NEXT_TARBALL overrides the path).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# DeepSpeed builds its CPU ops for this venv in its own folder (not the one other venvs build theirs in)
+export TORCH_EXTENSIONS_DIR=$PWD/.venv-llava-next/torch_extensions
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 TARBALL=${LLAVA_NEXT_TARBALL:-../shared/third_party/LLaVA-NeXT-df17966.tar.gz}
 VENV=.venv-llava-next
