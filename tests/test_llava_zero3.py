@@ -100,6 +100,13 @@ def _two_stages(root: Path, base: Path, data: dict, tower: str, flavour: str, en
 
 @pytest.fixture(scope="module")
 def setup(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    import accelerate
+    from packaging.version import Version
+
+    if Version(accelerate.__version__) < Version("0.34"):  # constraints/llava.txt
+        pytest.fail(
+            f"accelerate {accelerate.__version__} starts DeepSpeed over NCCL only: rebuild .venv-llava"
+        )
     root = tmp_path_factory.mktemp("llava-zero3")
     return SimpleNamespace(
         root=root,
