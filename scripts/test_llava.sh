@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 export TORCH_EXTENSIONS_DIR=$PWD/.venv-llava/torch_extensions
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 if [ ! -x .venv-llava/bin/python ] || ! .venv-llava/bin/python -c \
-    "import llava, google.protobuf, transformers; assert transformers.__version__ == '4.37.2'" 2>/dev/null; then
+    "import llava, google.protobuf, transformers as t, accelerate as a; assert (t.__version__, a.__version__) == ('4.37.2', '0.34.2')" \
+    2>/dev/null; then
     rm -rf .venv-llava
     "${PYTHON:-python3}" -m venv .venv-llava
     .venv-llava/bin/pip install -q torch==2.13.0
