@@ -87,7 +87,8 @@ def from_pretrained(path: str, load: LoadOptions, keep_float: list[str]) -> PreT
     if weights is None or config is None or (config.dtype is None and load.dtype is None):
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
     kwargs.setdefault("dtype", config.dtype)  # what from_pretrained's "auto" reads from the saved config
-    model_class = AutoModelForCausalLM._model_mapping[type(config)]  # the Auto class takes no state_dict alone
+    # the Auto class looks for a folder before it reads state_dict: call the model class itself
+    model_class = AutoModelForCausalLM._model_mapping[type(config)]
     model = model_class.from_pretrained(None, config=config, state_dict=weights, **kwargs)
     if model.can_generate() and os.path.isfile(os.path.join(path, "generation_config.json")):
         model.generation_config = GenerationConfig.from_pretrained(path)
