@@ -84,12 +84,13 @@ def from_pretrained(path: str, load: LoadOptions, keep_float: list[str]) -> PreT
     kwargs = load.kwargs(keep_float)
     weights = safetensors_state_dict(path) if load.bits != 16 and os.path.isdir(path) else None
     config = AutoConfig.from_pretrained(path) if weights is not None else None
-    if weights is None or config is None or (config.dtype is None and load.dtype is None):
+    # the Auto class looks for a folder before it reads state_dict, so the model class itself is called
+    mapping = AutoModelForCausalLM._model_mapping
+    known = config is not None and type(config) in mapping and (config.dtype or load.dtype) is not None
+    if weights is None or not known:
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
     kwargs.setdefault("dtype", config.dtype)  # what from_pretrained's "auto" reads from the saved config
-    # the Auto class looks for a folder before it reads state_dict: call the model class itself
-    model_class = AutoModelForCausalLM._model_mapping[type(config)]
-    model = model_class.from_pretrained(None, config=config, state_dict=weights, **kwargs)
+    model = mapping[type(config)].from_pretrained(None, config=config, state_dict=weights, **kwargs)
     if model.can_generate() and os.path.isfile(os.path.join(path, "generation_config.json")):
         model.generation_config = GenerationConfig.from_pretrained(path)
     return model

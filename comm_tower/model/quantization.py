@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 
 # Modules that stay in floating point under 4/8 bits: the COMM tower, the projector and the LLM's output head.
 # Patterns are matched by transformers from the start of a module name up to a dot ("model.vision_tower" keeps
@@ -55,6 +56,8 @@ def is_quantized_module(module: torch.nn.Module) -> bool:
     return type(module).__name__ in QUANTIZED_LINEAR
 
 
+# transformers 5 reads each tensor of a given state dict with `t[...]` just before converting it; 4.x reads eagerly
+READS_ON_DEMAND = int(transformers.__version__.split(".")[0]) >= 5
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 SAFETENSORS_FILE = "model.safetensors"
 
@@ -84,6 +87,8 @@ def safetensors_state_dict(folder: str) -> dict[str, TensorOnDisk] | None:
     folder holds no safetensors checkpoint."""
     from safetensors import safe_open
 
+    if not READS_ON_DEMAND:
+        return None
     root = Path(folder)
     index = root / SAFETENSORS_INDEX
     if index.is_file():
