@@ -9,6 +9,7 @@ about the whole checkpoint, 200 MiB here.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -17,6 +18,8 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from comm_tower.bench import load_memory
 from comm_tower.model import assemble_model
 from comm_tower.zoo.tiny_lm import build_tiny_llama
+
+logger = logging.getLogger(__name__)
 
 # Python objects, allocator slack and one weight's fp16 + fp32 copies while it is quantised (11 MiB here)
 MARGIN_MIB = 32
@@ -53,6 +56,7 @@ def test_4bit_load_peak_is_the_loaded_model_plus_one_shard(tiny_dir: Path, tmp_p
     held = e["anon_after_mib"] + e["file_after_mib"]  # what the process holds once loaded, above its base
     checkpoint_mib = sum(s.stat().st_size for s in shards) / 2**20
     assert checkpoint_mib > 6 * shard and checkpoint_mib > 4 * MARGIN_MIB  # the bound can tell the two apart
+    logger.info("checkpoint %.0f MiB, largest shard %.0f MiB, measured %s", checkpoint_mib, shard, e)
     assert e["peak_load_mib"] <= held + shard + MARGIN_MIB, e
     assert e["peak_anon_mib"] <= e["anon_after_mib"] + shard + MARGIN_MIB, e
     assert e["peak_file_mib"] <= max(e["file_after_mib"], 0) + shard + MARGIN_MIB, e
