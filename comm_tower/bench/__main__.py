@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import multiprocessing
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -53,6 +56,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--model-path", help="load_memory: measure this checkpoint instead of each size's random one"
     )
     p.add_argument("--model-base", help="load_memory: the base LLM of a LoRA or projector-only --model-path")
+    p.add_argument(
+        "--llm-layers",
+        help="load_memory: comma list of LLM depths; each size's checkpoint is built at each depth, saved in "
+        "fp16 in --shard-size shards, and every figure is fitted over the depths and extrapolated",
+    )
+    p.add_argument("--shard-size", default="1GB", help="load_memory with --llm-layers: checkpoint shard size")
+    p.add_argument(
+        "--extrapolate-layers",
+        type=int,
+        default=32,
+        help="load_memory with --llm-layers: depth to extrapolate to",
+    )
     p.add_argument("--skip-generation", action="store_true", help="leave out the generation benchmark")
     p.add_argument("--skip-train-step", action="store_true", help="leave out the training-step benchmark")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
@@ -128,17 +143,49 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[Check]]:
 
 
 def _load_memory(args: argparse.Namespace, size: BenchSize | None, root: Path) -> list[Row]:
-    """Load modes of `size`'s random checkpoint, or of `--model-path` (size None), each in a fresh process."""
+    """Load modes of `size`'s random checkpoint (at each of `--llm-layers`, fitted and extrapolated), or of
+    `--model-path` (size None); each load in a fresh process."""
     from comm_tower.bench.llm import save_checkpoint
 
-    if size is None:
-        path, label = args.model_path, Path(args.model_path).name
-    else:
-        path, label = str(save_checkpoint(size, root / size.name / "comm.json", root)), size.name
     modes = [m.strip() for m in args.load_modes.split(",") if m.strip()]
-    work = root / label / "load_memory"
-    work.mkdir(parents=True, exist_ok=True)
-    return load_memory.run(path, label, modes, work, args.model_base, args.device, args.threads)
+
+    def measure(path: str, label: str) -> list[Row]:
+        work = root / label / "load_memory"
+        work.mkdir(parents=True, exist_ok=True)
+        return load_memory.run(path, label, modes, work, args.model_base, args.device, args.threads)
+
+    if size is None:
+        return measure(args.model_path, Path(args.model_path).name)
+    preset = root / size.name / "comm.json"
+    if not args.llm_layers:
+        return measure(str(save_checkpoint(size, preset, root)), size.name)
+    rows: list[Row] = []
+    for depth in _depths(args.llm_layers):
+        sized = dataclasses.replace(size, llm_layers=depth)
+        path = _in_fresh_process(save_checkpoint, sized, preset, root, torch.float16, args.shard_size)
+        try:
+            rows += measure(str(path), f"{size.name}-{depth}L")
+        finally:
+            if args.weights_dir is None:  # a 7B-width checkpoint is GBs of disk: one at a time
+                shutil.rmtree(path, ignore_errors=True)
+    return rows + load_memory.extrapolate(rows, args.extrapolate_layers, size.name)
+
+
+def _in_fresh_process(build: Callable[..., Path], *args: object) -> Path:
+    """`build(*args)` in a spawned process, so that building a GB-sized model leaves none of its memory here."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(build, args)
+
+
+def _depths(text: str) -> list[int]:
+    """`--llm-layers` as positive ints."""
+    try:
+        depths = [int(d) for d in text.split(",") if d.strip()]
+    except ValueError:
+        depths = []
+    if not depths or min(depths) < 1:
+        raise UsageError(f"--llm-layers {text!r}: give a comma list of positive depths, e.g. 2,6,10")
+    return depths
 
 
 def _cpu_busy(seconds: float = 1.0) -> float | None:

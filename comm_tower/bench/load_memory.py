@@ -2,19 +2,23 @@
 
 Per mode: load time, peak resident memory during the load and after one forward pass above the process's
 memory after imports (Linux VmHWM, reset through /proc/self/clear_refs; ru_maxrss where that is not
-possible), anonymous memory after the load, bytes held by the weights, peak CUDA memory, and how far the
-next-token logits are from the first mode's. Python-level tracers such as tracemalloc do not see tensor
-memory, so the numbers come from the OS and torch.
+possible), the peaks of anonymous memory (what the process holds) and of file-backed pages (the memory-mapped
+checkpoint, which the kernel can drop) during the load, sampled by a thread, both after the load, bytes held
+by the weights, the largest checkpoint file, peak CUDA memory, and how far the next-token logits are from the
+first mode's. Python-level tracers such as tracemalloc do not see tensor memory, so the numbers come from the
+OS and torch. Over checkpoints of several LLM depths, `extrapolate` fits each figure linearly in the depth.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,7 @@ MODES: dict[str, dict[str, Any]] = {
     "4bit": {"load_4bit": True},
 }
 _MARK = "LOAD_MEMORY "
+logger = logging.getLogger(__name__)
 
 
 def _status_kib(field: str) -> int | None:
@@ -58,6 +63,44 @@ def _peak_kib(exact: bool) -> int:
     return (_status_kib("VmHWM") or 0) if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+class RssSampler:
+    """Peaks of anonymous, file-backed and total resident memory (KiB), sampled by a thread while active."""
+
+    FIELDS = ("RssAnon", "RssFile", "VmRSS")
+
+    def __init__(self, interval_s: float = 0.002) -> None:
+        self.interval_s = interval_s
+        self.peak = dict.fromkeys(self.FIELDS, 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> None:
+        """Read the fields once and raise the peaks."""
+        for field in self.FIELDS:
+            self.peak[field] = max(self.peak[field], _status_kib(field) or 0)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            time.sleep(self.interval_s)
+
+    def __enter__(self) -> RssSampler:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
+def largest_file_bytes(folder: str) -> int:
+    """The largest weights file (`*.safetensors` / `*.bin`) directly in `folder`: one shard of the checkpoint."""
+    sizes = [f.stat().st_size for f in Path(folder).iterdir() if f.suffix in (".safetensors", ".bin")]
+    return max(sizes, default=0)
+
+
 def weight_bytes(model: torch.nn.Module) -> int:
     """Bytes of every parameter and buffer (packed 4-bit / int8 storage counted as stored)."""
     seen, total = set(), 0
@@ -77,14 +120,15 @@ def measure(model_path: str, model_base: str | None, mode: str, device: str, log
     if on_cuda:
         torch.cuda.reset_peak_memory_stats()
     exact = _reset_peak()
-    base, base_anon = _status_kib("VmRSS") or 0, _status_kib("RssAnon") or 0
+    base, base_anon, base_file = (_status_kib(f) or 0 for f in ("VmRSS", "RssAnon", "RssFile"))
     start = time.perf_counter()
-    tokenizer, model, processor, _ = load_pretrained_model(
-        model_path, model_base, device=device, **MODES[mode]
-    )
+    with RssSampler() as sampler:
+        tokenizer, model, processor, _ = load_pretrained_model(
+            model_path, model_base, device=device, **MODES[mode]
+        )
     seconds = time.perf_counter() - start
     peak_load = _peak_kib(exact)
-    anon = _status_kib("RssAnon") or 0
+    anon, file = _status_kib("RssAnon") or 0, _status_kib("RssFile") or 0
     size = processor.crop_size["height"]
     ids = torch.tensor([[tokenizer.bos_token_id or 1, -200, *range(5, 25)]], device=device)
     with torch.no_grad():
@@ -97,9 +141,14 @@ def measure(model_path: str, model_base: str | None, mode: str, device: str, log
         "peak_exact": exact,
         "peak_load_mib": (peak_load - base) / 1024,
         "peak_forward_mib": (peak_forward - base) / 1024,
+        "peak_anon_mib": (sampler.peak["RssAnon"] - base_anon) / 1024,
+        "peak_file_mib": (sampler.peak["RssFile"] - base_file) / 1024,
         "anon_after_mib": (anon - base_anon) / 1024,
+        "file_after_mib": (file - base_file) / 1024,
         "weights_mib": weight_bytes(model) / 2**20,
+        "largest_file_mib": largest_file_bytes(model_path) / 2**20,
         "cuda_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if on_cuda else None,
+        "llm_layers": model.config.text_config.num_hidden_layers,
         "parts": part_dtypes(model),
     }
 
@@ -138,7 +187,10 @@ def run(
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes:
         raise ValueError(f"load modes {unknown or modes}: choose from {list(MODES)}")
-    results = [_in_child(model_path, model_base, m, device, work, threads) for m in modes]
+    results = []
+    for mode in modes:
+        results.append(_in_child(model_path, model_base, mode, device, work, threads))
+        logger.info("%s as %s: %s", size, mode, json.dumps(results[-1]))
     ref = results[0]
     ref_logits = torch.load(work / f"{ref['mode']}.pt")
     rows = []
@@ -162,6 +214,47 @@ def run(
             )
         )
     return rows
+
+
+FITTED = ("peak_load_mib", "peak_anon_mib", "peak_file_mib", "anon_after_mib", "weights_mib")
+
+
+def _line(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares intercept and slope of ys over xs."""
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return my - slope * mx, slope
+
+
+def extrapolate(rows: list[Row], to_layers: int, size: str) -> list[Row]:
+    """Per mode measured at two or more LLM depths: each figure in `FITTED` fitted as a line in the depth
+    (per-layer slope in `extra`), evaluated at `to_layers`."""
+    out = []
+    for mode in dict.fromkeys(r.name for r in rows):
+        measured = [r for r in rows if r.name == mode]
+        depths = [float(r.extra["llm_layers"]) for r in measured]
+        if len(set(depths)) < 2:
+            continue
+        extra: dict[str, Any] = {"fitted_over_layers": sorted(int(d) for d in set(depths))}
+        for key in FITTED:
+            intercept, slope = _line(depths, [r.extra[key] for r in measured])
+            extra[key] = intercept + slope * to_layers
+            extra[f"{key}_per_layer"] = slope
+        extra["llm_layers"] = to_layers
+        extra["largest_file_mib"] = max(r.extra["largest_file_mib"] for r in measured)
+        out.append(
+            Row(
+                bench="load_memory",
+                size=f"{size}-{to_layers}L (fit)",
+                name=mode,
+                batch=1,
+                median_s=0.0,
+                spread=0.0,
+                peak_mib=extra["peak_load_mib"],
+                extra=extra,
+            )
+        )
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:

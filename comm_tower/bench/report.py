@@ -101,11 +101,8 @@ def note(row: Row) -> str:
     e = row.extra
     if "tokens_per_s" in e:
         return f"{e['tokens_per_s']:.3g} tok/s ({e['tokens_per_step']} per step), stage {e['stage']}"
-    if "logits_cosine" in e:
-        return (
-            f"weights {e['weights_mib']:.0f} MiB; logits vs {e['reference']}: cosine {e['logits_cosine']:.4f}, "
-            f"max|d|/max|l| {e['logits_rel_diff']:.3g}"
-        )
+    if "peak_anon_mib" in e:
+        return _memory_note(e)
     if "share" in e:
         return f"{e['share']:.0%} of step"
     if "first_token_s" in e:
@@ -116,6 +113,24 @@ def note(row: Row) -> str:
     if e.get("mfm_share_of_projector"):
         return f"MFM is {e['mfm_share_of_projector']:.0%} of it"
     return ""
+
+
+def _memory_note(e: dict[str, Any]) -> str:
+    """A load's peaks (anonymous / file-backed), what it holds after, its largest file, and its logits drift."""
+    text = (
+        f"{e['llm_layers']} LLM layers; peak anon {e['peak_anon_mib']:.0f} / file {e['peak_file_mib']:.0f} MiB, "
+        f"anon after {e['anon_after_mib']:.0f}, weights {e['weights_mib']:.0f}, largest file "
+        f"{e['largest_file_mib']:.0f}"
+    )
+    if "peak_anon_mib_per_layer" in e:
+        return (
+            f"{text}; per layer: peak {e['peak_load_mib_per_layer']:.0f}, anon {e['peak_anon_mib_per_layer']:.0f}, "
+            f"anon after {e['anon_after_mib_per_layer']:.0f} (fit over {e['fitted_over_layers']})"
+        )
+    if "logits_cosine" in e:
+        text += f"; logits vs {e['reference']}: cosine {e['logits_cosine']:.4f}"
+        text += f", max|d|/max|l| {e['logits_rel_diff']:.3g}"
+    return text
 
 
 def table(rows: list[Row]) -> str:

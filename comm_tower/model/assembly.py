@@ -15,11 +15,16 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig, PreTrainedModel
 
 from comm_tower.model.configuration import MODEL_TYPE, CommLlavaConfig
 from comm_tower.model.modeling import CommLlavaForCausalLM
-from comm_tower.model.quantization import KEEP_FLOAT_IN_COMM, KEEP_FLOAT_IN_LLM, quantization_config
+from comm_tower.model.quantization import (
+    KEEP_FLOAT_IN_COMM,
+    KEEP_FLOAT_IN_LLM,
+    quantization_config,
+    safetensors_state_dict,
+)
 from comm_tower.model.tower_io import build_projector, build_tower_for_training
 from comm_tower.model.zero import load_state_dict_gathered
 
@@ -69,10 +74,32 @@ def is_comm_llava_checkpoint(path: str) -> bool:
         return False
 
 
+def from_pretrained(path: str, load: LoadOptions, keep_float: list[str]) -> PreTrainedModel:
+    """The causal LM (plain or comm_llava) saved in `path`, loaded with `load`, `keep_float` left unquantised.
+
+    Quantised from a local safetensors checkpoint, each weight is read from its file only when its turn comes
+    (`safetensors_state_dict`), so the load's peak is the quantised model plus about one weight, not plus every
+    shard's pages.
+    """
+    kwargs = load.kwargs(keep_float)
+    weights = safetensors_state_dict(path) if load.bits != 16 and os.path.isdir(path) else None
+    config = AutoConfig.from_pretrained(path) if weights is not None else None
+    # the Auto class looks for a folder before it reads state_dict, so the model class itself is called
+    mapping = AutoModelForCausalLM._model_mapping
+    known = config is not None and type(config) in mapping and (config.dtype or load.dtype) is not None
+    if weights is None or not known:
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    kwargs.setdefault("dtype", config.dtype)  # what from_pretrained's "auto" reads from the saved config
+    model = mapping[type(config)].from_pretrained(None, config=config, state_dict=weights, **kwargs)
+    if model.can_generate() and os.path.isfile(os.path.join(path, "generation_config.json")):
+        model.generation_config = GenerationConfig.from_pretrained(path)
+    return model
+
+
 def load_comm_llava(path: str, load: LoadOptions | None = None) -> CommLlavaForCausalLM:
     """A saved comm_llava model, whole (tower weights included); under 4/8 bits only LLM linears are quantised."""
     load = load or LoadOptions()
-    model = AutoModelForCausalLM.from_pretrained(path, **load.kwargs(KEEP_FLOAT_IN_COMM + KEEP_FLOAT_IN_LLM))
+    model = from_pretrained(path, load, KEEP_FLOAT_IN_COMM + KEEP_FLOAT_IN_LLM)
     if not isinstance(model, CommLlavaForCausalLM):
         raise ValueError(f"{path} holds a {type(model).__name__}, not a comm_llava model")
     return model
@@ -102,7 +129,7 @@ def assemble_model(
                 "%s holds a comm_llava model; loaded it whole (tower %s)", path, model.config.mm_vision_tower
             )
             return model
-        llm = AutoModelForCausalLM.from_pretrained(path, **load.kwargs(KEEP_FLOAT_IN_LLM))
+        llm = from_pretrained(path, load, KEEP_FLOAT_IN_LLM)
     if tower is None:
         raise ValueError(
             "a plain LLM needs a vision tower: pass a zoo preset name or file (e.g. 'comm') or a saved "
