@@ -187,3 +187,10 @@ def test_qlora_with_a_zero3_config_is_refused_naming_the_flag(setup, tmp_path, m
     argv += ["--deepspeed", str(ROOT / "scripts" / "zero3.json")]
     with pytest.raises(UsageError, match=r"scripts/zero2\.json"):
         run_train(argv, monkeypatch)
+
+
+def test_fp16_without_deepspeed_is_refused_not_trained_into_nan(setup, tmp_path, monkeypatch):
+    # fp16 weights stepped by AdamW in place: the run's second loss was NaN before this check
+    argv = [*common_flags(tmp_path), *_stage2(setup["llm"], setup, setup["adapter"]), "--fp16", "True"]
+    with pytest.raises(UsageError, match=r"--fp16 True without --deepspeed.*--bf16 True"):
+        run_train(argv, monkeypatch)

@@ -53,6 +53,12 @@ def check_args(
         raise UsageError(
             f"--bits {training_args.bits} quantises the LLM; train it with --lora_enable True (QLoRA)"
         )
+    if training_args.fp16 and not training_args.deepspeed:
+        raise UsageError(
+            "--fp16 True without --deepspeed would train fp16 weights in place, with no fp32 master copy (the "
+            "loss turns NaN within a few steps); use --bf16 True, or add --deepspeed scripts/zero2.json "
+            "(DeepSpeed's fp16 mode keeps fp32 master weights)"
+        )
     if training_args.bits in (4, 8) and is_deepspeed_zero3_enabled():
         raise UsageError(
             f"--bits {training_args.bits} with a ZeRO-3 --deepspeed config: bitsandbytes layers cannot be "
