@@ -115,6 +115,7 @@ def test_bf16_run_matches_fp32_and_every_trainable_parameter_gets_a_gradient(
     assert_close_losses(bf16.losses, fp32.losses)
 
 
+@pytest.mark.slow
 def test_finetune_lora_script_with_bits_4_trains_in_bf16(setup, tmp_path, monkeypatch):
     """scripts/finetune_lora.sh BITS=4 --bf16 True (one process, DeepSpeed, the LLaVA-1.5 recipe's gradient
     checkpointing), against comm-train in fp32 with the exact flags the script passed."""
