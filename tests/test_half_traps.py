@@ -82,6 +82,8 @@ def _qlora_bf16(margs: ModelArguments, out: Path) -> torch.nn.Module:
 
 @pytest.mark.parametrize("start", ["llm+adapter", "comm_llava"])
 def test_llava_1712_no_layernorm_left_in_fp32_under_qlora(llm, start, tmp_path, monkeypatch):
+    import bitsandbytes as bnb
+
     if start == "comm_llava":
         torch.manual_seed(0)
         margs = ModelArguments(model_name_or_path=str(random_checkpoint(llm, tmp_path / "c", "tiny-comm")))
@@ -110,6 +112,8 @@ def test_llava_1712_no_layernorm_left_in_fp32_under_qlora(llm, start, tmp_path, 
         )
     model = _qlora_bf16(margs, tmp_path / "out")
     inner = model.base_model.model
+    four_bit = [m for m in inner.language_model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert four_bit and {m.compute_dtype for m in four_bit} == {torch.bfloat16}  # bnb_4bit_compute_dtype
     for part in (inner.get_vision_tower(), inner.get_model().mm_projector):
         norms = {n: m.weight.dtype for n, m in part.named_modules() if isinstance(m, torch.nn.LayerNorm)}
         assert all(d == torch.bfloat16 for d in norms.values()), {
