@@ -47,32 +47,20 @@ def monkeypatch_module():
 
 
 def _stage1(model: Path, data: dict[str, Path]) -> list[str]:
-    return [
-        *("--model_name_or_path", str(model), "--version", "plain", "--tune_mm_mlp_adapter", "True"),
-        *(
-            "--data_path",
-            str(data["caption"]),
-            "--image_folder",
-            str(data["images"]),
-            "--learning_rate",
-            "1e-2",
-        ),
-    ]
+    """Stage 1 (projector only) on the captions."""
+    flags = ["--model_name_or_path", str(model), "--version", "plain", "--tune_mm_mlp_adapter", "True"]
+    return flags + _data(data, "caption", "1e-2")
 
 
 def _stage2(model: Path, data: dict[str, Path], adapter: Path | None) -> list[str]:
-    flags = [
-        *("--model_name_or_path", str(model), "--version", "v1", "--image_aspect_ratio", "pad"),
-        *(
-            "--data_path",
-            str(data["instruct"]),
-            "--image_folder",
-            str(data["images"]),
-            "--learning_rate",
-            "1e-3",
-        ),
-    ]
+    """Stage 2 on the questions, from stage 1's projector when `adapter` is given."""
+    flags = ["--model_name_or_path", str(model), "--version", "v1", "--image_aspect_ratio", "pad"]
+    flags += _data(data, "instruct", "1e-3")
     return flags + (["--pretrain_mm_mlp_adapter", str(adapter)] if adapter else [])
+
+
+def _data(data: dict[str, Path], kind: str, lr: str) -> list[str]:
+    return ["--data_path", str(data[kind]), "--image_folder", str(data["images"]), "--learning_rate", lr]
 
 
 CASES = {
@@ -94,11 +82,8 @@ def test_bf16_run_matches_fp32_and_every_trainable_parameter_gets_a_gradient(
 ):
     stage, extra, from_comm_llava = CASES[case]
     start = setup["comm_llava"] if from_comm_llava else setup["llm"]
-    task = (
-        _stage1(start, setup)
-        if stage == 1
-        else _stage2(start, setup, None if from_comm_llava else setup["adapter"])
-    )
+    adapter = None if from_comm_llava else setup["adapter"]
+    task = _stage1(start, setup) if stage == 1 else _stage2(start, setup, adapter)
     runs = {}
     for precision in ("False", "True"):
         argv = [*common_flags(tmp_path / precision), *task, *extra, "--bf16", precision]
@@ -109,8 +94,8 @@ def test_bf16_run_matches_fp32_and_every_trainable_parameter_gets_a_gradient(
             f"{case}: no finite gradient for {run.missing_grads}"
         )
     assert fp32.param_dtypes == {torch.float32}
-    # bf16 really ran in bf16: the projector (and, stage 2 full, the LLM) trains in bf16; LoRA adapters on
-    # 4-bit layers are kept in fp32 by peft
+    # bf16 really ran in bf16: the projector (and, stage 2 full, the LLM) trains in bf16; peft keeps LoRA
+    # adapters in fp32
     assert torch.bfloat16 in bf16.param_dtypes, bf16.param_dtypes
     assert_close_losses(bf16.losses, fp32.losses)
 
