@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _serve_helpers import one_thread
 from PIL import Image
 
 from comm_tower.train import cli
@@ -63,7 +64,7 @@ def run_train(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> Run:
     """`comm-train argv` in this process; what it did, step by step."""
     record = Run()
     trainer_cls = type("RecordingTrainer", (_Recording,), {"record": record})
-    with monkeypatch.context() as patch:
+    with monkeypatch.context() as patch, one_thread():  # tiny ops: 2 threads on 2 shared cores cost 3x
         patch.setattr(cli, "CommTrainer", trainer_cls)
         cli.train(argv)
     return record
