@@ -2,14 +2,17 @@
 # Stage 2 with LoRA on the LLM (never on the tower) + full projector at its own lr (LLaVA-1.5 LoRA recipe).
 # Same variables as finetune.sh, plus: LORA_R=128  LORA_ALPHA=256  MM_PROJECTOR_LR=2e-5  LR=2e-4
 #   BITS=16 (4: QLoRA, NF4 double-quant)  OUTPUT_DIR=./checkpoints/comm-7b-lora
+#   DS_CONFIG: zero3.json, or zero2.json when BITS is 4 or 8 (bitsandbytes layers cannot be ZeRO-3 sharded)
 # Output: LoRA adapter (adapter_model.safetensors), non_lora_trainables.bin (projector), config.json.
 source "$(dirname "${BASH_SOURCE[0]}")/_launch.sh"
+BITS="${BITS:-16}"
+if [[ "$BITS" == 16 ]]; then DEFAULT_DS="$SCRIPT_DIR/zero3.json"; else DEFAULT_DS="$SCRIPT_DIR/zero2.json"; fi
 
 run_train \
     --lora_enable True --lora_r "${LORA_R:-128}" --lora_alpha "${LORA_ALPHA:-256}" \
     --mm_projector_lr "${MM_PROJECTOR_LR:-2e-5}" \
-    --bits "${BITS:-16}" \
-    --deepspeed "${DS_CONFIG:-$SCRIPT_DIR/zero3.json}" \
+    --bits "$BITS" \
+    --deepspeed "${DS_CONFIG:-$DEFAULT_DS}" \
     --model_name_or_path "${MODEL:-lmsys/vicuna-7b-v1.5}" \
     --version "${VERSION:-v1}" \
     --data_path "${DATA_PATH:-./playground/data/llava_v1_5_mix665k.json}" \

@@ -17,6 +17,8 @@ from comm_tower.spec import resolve_layer_indices
 
 logger = logging.getLogger(__name__)
 
+SAVED_DTYPE_KEYS = ("dtype", "torch_dtype")  # a saved encoder config's dtype: not the dtype to build in
+
 ENCODERS: Registry[type[VisionEncoder]] = Registry("encoder family")
 
 # `attn_implementation` values passed to `from_pretrained`; an unavailable one falls back to eager.
@@ -147,7 +149,10 @@ class VisionEncoder(nn.Module):
         cls, config: dict[str, Any], layers: Sequence[int], attn_implementation: str = "sdpa"
     ) -> VisionEncoder:
         """The encoder's structure from a saved HF config dict, weights uninitialised (a checkpoint fills them)."""
-        hf_config = cls.config_class.from_dict(dict(config))
+        # Built in the dtype the enclosing load builds in (from_pretrained(dtype=...) sets the default), not in
+        # the dtype the saved config records: else a bf16 load keeps the tower, LayerNorms included, in fp32.
+        saved = {k: v for k, v in config.items() if k not in SAVED_DTYPE_KEYS}
+        hf_config = cls.config_class.from_dict(saved)
         try:
             model = cls.model_class._from_config(hf_config, attn_implementation=attn_implementation)
         except (ValueError, ImportError):

@@ -98,15 +98,21 @@ class CommLlavaForCausalLM(PreTrainedModel):
 
     # multimodal ------------------------------------------------------------------------------
     def encode_images(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
-        """Pixels `[B,3,H,W]` (or a list of `[3,H,W]` / `[1,3,H,W]`) -> projected features `[B, N, D_llm]`."""
+        """Pixels `[B,3,H,W]` (or a list of `[3,H,W]` / `[1,3,H,W]`) -> projected features `[B, N, D_llm]`.
+
+        Each part gets its input on its own device and in its own dtype: pixels in any float dtype on any
+        device go to the tower's, features to the projector's, and the result to the LLM embeddings' device and
+        dtype, where it is spliced (LLaVA #829: fp32 features meeting a half LLM; #1516: parts on other devices).
+        """
         if isinstance(images, (list, tuple)):
             images = torch.cat([im if im.dim() == 4 else im.unsqueeze(0) for im in images])
         tower = self.model.vision_tower
         tower_param = next(tower.parameters())
         feats = tower(images.to(device=tower_param.device, dtype=tower_param.dtype))
         proj_param = next(self.model.mm_projector.parameters())
-        feats = self.model.mm_projector(feats.to(proj_param.dtype))
-        return feats.to(self.get_input_embeddings().weight.dtype)
+        feats = self.model.mm_projector(feats.to(device=proj_param.device, dtype=proj_param.dtype))
+        embeddings = self.get_input_embeddings().weight
+        return feats.to(device=embeddings.device, dtype=embeddings.dtype)
 
     def prepare_multimodal_inputs(
         self,

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import transformers
 from transformers import AutoTokenizer
+from transformers.integrations import is_deepspeed_zero3_enabled
 
 from comm_tower.data import make_supervised_data_module
 from comm_tower.data.dataset import DataArguments
@@ -52,6 +53,17 @@ def check_args(
     if training_args.bits in (4, 8) and not training_args.lora_enable:
         raise UsageError(
             f"--bits {training_args.bits} quantises the LLM; train it with --lora_enable True (QLoRA)"
+        )
+    if training_args.fp16 and not training_args.deepspeed:
+        raise UsageError(
+            "--fp16 True without --deepspeed would train fp16 weights in place, with no fp32 master copy (the "
+            "loss turns NaN within a few steps); use --bf16 True, or add --deepspeed scripts/zero2.json "
+            "(DeepSpeed's fp16 mode keeps fp32 master weights)"
+        )
+    if training_args.bits in (4, 8) and is_deepspeed_zero3_enabled():
+        raise UsageError(
+            f"--bits {training_args.bits} with a ZeRO-3 --deepspeed config: bitsandbytes layers cannot be "
+            "sharded; use scripts/zero2.json (finetune_lora.sh picks it when BITS is 4 or 8)"
         )
     if model_args.version is not None:
         if model_args.version not in VERSION_TO_TEMPLATE:
