@@ -85,10 +85,10 @@ class _RegisterAfterTransformers(importlib.abc.MetaPathFinder):
     """
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
-        modules = dict(sys.modules)
-        if "transformers" not in modules or _initializing(modules["transformers"]):
-            return None
-        if any(_initializing(m) for name, m in modules.items() if name.split(".")[0] == __name__):
+        transformers = sys.modules.get("transformers")
+        if transformers is None or _initializing(transformers):
+            return None  # checked first: it runs at every import, and this needs no copy of sys.modules
+        if any(_initializing(m) for name, m in list(sys.modules.items()) if name.split(".")[0] == __name__):
             return None
         sys.meta_path.remove(self)
         register_auto_classes()
