@@ -131,6 +131,10 @@ class CommVisionTower(nn.Module):
         self.requires_grad_(False)
         self.is_loaded = True
 
+    def folder_encoder_configs(self) -> list[dict[str, Any]]:
+        """Each encoder's HF config read from its folder, no weights (what `load_structure` takes)."""
+        return [ENCODERS.get(e.family).read_config(e.path).to_dict() for e in self.spec.encoders]
+
     def encoder_configs(self) -> list[dict[str, Any]]:
         """Each loaded encoder's HF config as a dict, in preset order (what `load_structure` takes)."""
         return [enc.model.config.to_dict() for enc in self.encoders]

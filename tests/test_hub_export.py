@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -154,6 +155,27 @@ def test_bad_input_one_line_and_nothing_written(tmp_path: Path, prepared: dict, 
     code, _, err = _export(capsys, str(prepared["root"] / "ckpt"), str(prepared["root"] / "hf"))
     assert code == 2 and "already exists" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["llama", "moved"]
+
+
+def test_checkpoint_without_encoder_configs_exports_from_its_encoder_folders(
+    tmp_path: Path, prepared: dict
+) -> None:
+    """config.json without mm_encoder_configs, encoder folders in place: the export records their structure."""
+    from safetensors.torch import load_file
+
+    old = tmp_path / "old"
+    shutil.copytree(prepared["root"] / "ckpt", old)
+    config = json.loads((old / "config.json").read_text())
+    recorded = config.pop("mm_encoder_configs")
+    (old / "config.json").write_text(json.dumps(config))
+    from comm_tower.hub.export import main
+
+    assert main([str(old), str(tmp_path / "hf")]) == 0
+    exported = json.loads((tmp_path / "hf" / "config.json").read_text())["mm_encoder_configs"]
+    strip = lambda configs: [{k: v for k, v in c.items() if k != "_name_or_path"} for c in configs]  # noqa: E731
+    assert strip(exported) == strip(recorded)  # what a training run records, less where it was read from
+    before, after = load_file(old / "model.safetensors"), load_file(tmp_path / "hf" / "model.safetensors")
+    assert set(after) == set(before) and all(torch.equal(after[k], v) for k, v in before.items())
 
 
 def test_help_explains(capsys) -> None:

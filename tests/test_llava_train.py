@@ -281,8 +281,9 @@ def test_model_worker_serves_through_llavas_controller(runs):
             _stop(proc)
 
 
-CPU_OVERRIDES = (  # GPU-only flags of the LLaVA-1.5 scripts, and a 2-step run; later flags win
-    "--use_cpu True --bf16 False --tf32 False --max_steps 2 --per_device_train_batch_size 2 "
+CPU_OVERRIDES = (  # GPU-only flags of the LLaVA-1.5 scripts, and a 2-step run; later flags win. No
+    # --use_cpu: with it accelerate leaves DeepSpeed out; without it, and without a GPU, DeepSpeed runs over gloo
+    "--bf16 False --tf32 False --max_steps 2 --per_device_train_batch_size 2 "
     "--save_strategy no --dataloader_num_workers 0 --report_to none --model_max_length 256"
 )
 
@@ -298,10 +299,16 @@ def _script_env(runs: SimpleNamespace, **values: str) -> dict[str, str]:
 
 
 def test_pretrain_script_runs_llava_train_under_the_deepspeed_launcher(runs):
-    """scripts/llava/pretrain.sh: `deepspeed <launcher file> --deepspeed zero2.json ...`, as LLaVA's script."""
+    """scripts/llava/pretrain.sh: `deepspeed <launcher file> --deepspeed zero2.json ...`, as LLaVA's script.
+
+    The launcher is llava_patch/launch/train.py plus one log line saying what LLaVA's trainer trained in: a
+    DeepSpeed engine under zero2.json (no `--use_cpu`: with it accelerate leaves DeepSpeed out; without a GPU
+    DeepSpeed runs over gloo).
+    """
     out = runs.root / "stage1-script"
     env = _script_env(
         runs,
+        LAUNCHER=str(REPO_ROOT / "tests/_llava_engine_probe.py"),
         DATA_PATH=str(runs.data["stage1"]),
         OUTPUT_DIR=str(out),
         DEEPSPEED_ARGS=f"--num_gpus 1 --master_port {_free_port()}",
@@ -312,6 +319,8 @@ def test_pretrain_script_runs_llava_train_under_the_deepspeed_launcher(runs):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "--local_rank=0" in proc.stdout + proc.stderr and len(losses(proc)) == 2
+    log = proc.stdout + proc.stderr
+    assert "trained in DeepSpeedEngine, ZeRO stage 2, world size 1" in log, log[-4000:]
     saved, reference = torch.load(out / "mm_projector.bin"), torch.load(runs.adapter)
     assert {k: v.shape for k, v in saved.items()} == {k: v.shape for k, v in reference.items()}
 

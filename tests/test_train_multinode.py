@@ -4,6 +4,7 @@ against the single-node 2-process run of the same script: the same loss curve.""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -110,7 +111,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         for rank in range(2)
     ]
     finish(procs, logs)
-    return {"single": single, "multi": multi, "logs": logs[1:]}
+    return {"single": single, "multi": multi, "logs": logs[1:], "single_log": logs[0]}
 
 
 def test_each_node_ran_one_process_of_a_two_node_world(runs):
@@ -118,6 +119,21 @@ def test_each_node_ran_one_process_of_a_two_node_world(runs):
         text = log.read_text()
         assert f"nnodes=2, num_local_procs=1, node_rank={rank}" in text, text[-2000:]
         assert "dist_world_size=2" in text
+
+
+def test_both_layouts_train_in_a_zero3_deepspeed_engine(runs):
+    """The `--use_cpu True` of these runs must not make the Trainer leave DeepSpeed out: finetune.sh's zero3.json
+    turns every parameter into a ZeRO-3 parameter, and outside a gather each rank holds only shards of some."""
+    engine = (
+        r"trained in DeepSpeedEngine, world size 2, ZeRO stage 3: (\d+) of (\d+) parameters partitioned, "
+    )
+    engine += r"(\d+) held here as empty shards"
+    for log in [runs["single_log"], *runs["logs"]]:
+        text = log.read_text()
+        found = re.search(engine, text)
+        assert found, text[-3000:]
+        partitioned, total, shards = map(int, found.groups())
+        assert partitioned == total and 0 < shards < total, found.group(0)
 
 
 def test_two_nodes_give_the_single_node_loss_curve(runs):

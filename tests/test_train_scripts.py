@@ -176,6 +176,16 @@ def test_resume_continues_the_same_run(runs):
     assert losses(runs["resumed"])[3:] == pytest.approx(losses(runs["pretrain"])[3:], rel=1e-5)
 
 
+def test_stage1_checkpoint_holds_deepspeeds_zero2_partitions(runs):
+    """`--use_cpu True` does not make the Trainer leave DeepSpeed out: pretrain.sh's zero2.json checkpoint is
+    DeepSpeed's, with each of the 2 ranks' partition of the optimizer state."""
+    folder = runs["pretrain"] / "checkpoint-3" / "global_step3"
+    for rank in range(2):
+        saved = torch.load(folder / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt", weights_only=False)
+        state = saved["optimizer_state_dict"]
+        assert int(state["zero_stage"]) == 2 and set(state["partition_count"]) == {2}, state.keys()
+
+
 def _reference_logits(folder: Path, ids: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
     """Logits computed without CommLlavaForCausalLM: a LlamaForCausalLM from the saved `language_model.*`
     weights, the tower from its encoder folders, the projector from `model.mm_projector.*`, spliced by hand."""

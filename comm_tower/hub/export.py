@@ -111,10 +111,6 @@ def export_checkpoint(
     config = check_exportable(checkpoint)
     dtype = str(getattr(config, "dtype", None) or "float32").removeprefix("torch.")
     tokenizer, model, _, _ = load_pretrained_model(str(checkpoint), device="cpu", dtype=dtype)
-    if (
-        not model.config.mm_encoder_configs
-    ):  # built from the encoder folders: record their structure for reloads
-        model.config.mm_encoder_configs = model.get_vision_tower().encoder_configs()
     processor = CommProcessor.from_config(model.config, tokenizer)
     # transformers' own generate path stops and pads as comm-chat does
     model.generation_config.eos_token_id = tokenizer.eos_token_id

@@ -31,8 +31,22 @@ def build_tower_for_reload(config: Any) -> nn.Module:
     tower = build_vision_tower(config, delay_load=True)
     saved = getattr(config, "mm_encoder_configs", None)
     if not saved:
-        logger.warning("config has no mm_encoder_configs; loading the tower's encoders from their folders")
-        tower.load_model()
+        # The structure only: transformers builds this model on the meta device and the checkpoint, which
+        # holds the tower whole, fills every weight (the folders' weights would be replaced anyway).
+        logger.warning(
+            "config has no mm_encoder_configs; the tower's encoder structure comes from their folders (%s)",
+            ", ".join(f"{e.name}: {e.path}" for e in tower.spec.encoders),
+        )
+        try:
+            structure = tower.folder_encoder_configs()
+        except OSError as err:
+            raise ValueError(
+                "config.json records no mm_encoder_configs, so the tower's encoder structure is read from the "
+                f"encoder folders, and one cannot be read ({err}). Fix: set COMM_ENCODER_PATHS='NAME=/folder,...' "
+                "to where the encoders are now"
+            ) from err
+        tower.load_structure(structure)
+        config.mm_encoder_configs = tower.encoder_configs()  # recorded: a re-save no longer needs the folders
         return tower
     tower.load_structure(saved)
     return tower

@@ -19,6 +19,7 @@ from comm_tower.data.templates import VERSION_TO_TEMPLATE
 from comm_tower.errors import DEBUG_FLAG, UsageError, run_command
 from comm_tower.model import CommLlavaForCausalLM, LoadOptions, assemble_model, load_projector
 from comm_tower.model.assembly import is_comm_llava_checkpoint
+from comm_tower.model.zero import is_sharded
 from comm_tower.train.arguments import ModelArguments, TrainingArguments
 from comm_tower.train.attention import pick_attention
 from comm_tower.train.freeze import apply_plan, plan_for
@@ -224,6 +225,7 @@ def train(argv: list[str] | None = None) -> None:
     unwrap_peft(model).config.train_data = data_args.data_path  # the model card names it
     trainer = CommTrainer(model=model, args=training_args, processing_class=tokenizer, **data_module)
     trainer.train(resume_from_checkpoint=find_resume(training_args))
+    logger.info("trained in %s", describe_engine(trainer))
     trainer.save_state()
     inner = model.base_model.model if training_args.lora_enable else model
     inner.config.use_cache = inner.config.text_config.use_cache = True  # for generation after reload
@@ -232,6 +234,24 @@ def train(argv: list[str] | None = None) -> None:
         tokenizer.save_pretrained(training_args.output_dir)
     report_skips(dataset, training_args)
     logger.info("done: %s", os.path.abspath(training_args.output_dir))
+
+
+def describe_engine(trainer: CommTrainer) -> str:
+    """What the model trained in: DeepSpeed's engine with its ZeRO stage and partitioned parameters, or not.
+
+    A `--deepspeed` config is ignored when accelerate is told to leave DeepSpeed out; this line shows which.
+    """
+    wrapped = trainer.model_wrapped
+    text = f"{type(wrapped).__name__}, world size {trainer.args.world_size}"
+    if not hasattr(wrapped, "zero_optimization_stage"):
+        return text
+    params = list(trainer.model.parameters())
+    partitioned = sum(is_sharded(p) for p in params)
+    shards = sum(is_sharded(p) and p.numel() == 0 for p in params)  # outside a gather: this rank's part only
+    return (
+        f"{text}, ZeRO stage {wrapped.zero_optimization_stage()}: {partitioned} of {len(params)} parameters "
+        f"partitioned, {shards} held here as empty shards"
+    )
 
 
 def record_chat_format(config: Any, template: str, dataset: Any) -> None:
