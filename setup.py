@@ -17,7 +17,7 @@ EXTRAS = {
     # not in "all": lmms-eval's full dependency set replaces torch / transformers pins
     "lmms": ["lmms-eval>=0.7"],
     # openai: the real client the comm-serve tests talk to the server with
-    "dev": ["pytest>=8", "ruff>=0.6", "pycocoevalcap>=1.2", "openai>=1.40"],
+    "dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "pycocoevalcap>=1.2", "openai>=1.40"],
 }
 EXTRAS["all"] = sorted(
     {req for name, reqs in EXTRAS.items() if name not in ("flash", "web", "lmms") for req in reqs}

@@ -20,7 +20,10 @@ main_lane() {
     # otherwise rebuild the same shared one back and forth)
     export TORCH_EXTENSIONS_DIR=$PWD/.venv/torch_extensions
     # the LLaVA-pin, LLaVA-NeXT and lmms-eval suites run in the venvs lane
-    .venv/bin/python -m pytest -q tests --ignore-glob='tests/test_llava_*' --ignore-glob='tests/test_next_*' \
+    # two pytest workers, each taking whole files (module fixtures built once): much of the suite waits on
+    # launched processes, so two workers keep both cores busy beside the venvs lane; the 30 slowest are listed
+    .venv/bin/python -m pytest -q -n "${COMM_TEST_WORKERS:-2}" --dist loadfile --durations 30 tests \
+        --ignore-glob='tests/test_llava_*' --ignore-glob='tests/test_next_*' \
         --ignore=tests/test_data_llava_parity.py --ignore=tests/test_eval_lmms_plugin.py
 }
 venvs_lane() {
