@@ -46,7 +46,8 @@ def build_tower_for_reload(config: Any) -> nn.Module:
                 "to where the encoders are now"
             ) from err
         tower.load_structure(structure)
-        config.mm_encoder_configs = tower.encoder_configs()  # recorded: a re-save no longer needs the folders
+        # recorded as read, as training records it: a re-save no longer needs the folders
+        config.mm_encoder_configs = structure
         return tower
     tower.load_structure(saved)
     return tower
