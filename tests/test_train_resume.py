@@ -99,7 +99,7 @@ def test_rerun_after_a_kill_resumes_from_the_newest_checkpoint_and_matches_an_un
 
 
 def test_a_checkpoint_left_half_written_is_passed_over(setup):
-    """A kill while saving leaves a folder without trainer_state.json: the rerun uses the one before."""
+    """A kill while saving leaves a folder without a whole trainer_state.json: the rerun uses the one before."""
     from comm_tower.train.arguments import TrainingArguments
     from comm_tower.train.cli import find_resume
 
@@ -111,6 +111,10 @@ def test_a_checkpoint_left_half_written_is_passed_over(setup):
     (out / "checkpoint-8" / "mm_projector.bin").write_bytes(b"")
     args = TrainingArguments(output_dir=str(out), use_cpu=True, report_to="none")
     assert find_resume(args) == str(out / "checkpoint-4")
+    # killed while the state itself was written: created empty, or cut mid-document
+    for cut in ("", '{"global_step": 1'):
+        (out / "checkpoint-8" / "trainer_state.json").write_text(cut)
+        assert find_resume(args) == str(out / "checkpoint-4"), repr(cut)
     assert (
         find_resume(TrainingArguments(output_dir=str(root / "empty"), use_cpu=True, report_to="none")) is None
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pathlib
@@ -141,8 +142,9 @@ def load_tokenizer(model_args: ModelArguments, data_args: DataArguments, trainin
 def find_resume(training_args: TrainingArguments) -> str | None:
     """`--resume_from_checkpoint` as given; else the newest complete `checkpoint-*` in the output dir.
 
-    A checkpoint is complete once the Trainer wrote its `trainer_state.json` (its last file); a run killed
-    while saving leaves one without it, which is passed over with a warning instead of failing the rerun.
+    A checkpoint is complete once the Trainer wrote its `trainer_state.json` (its last file) whole; a run killed
+    while saving leaves one without it, or with it empty or cut, which is passed over with a warning instead of
+    failing the rerun.
     """
     if training_args.resume_from_checkpoint:
         return training_args.resume_from_checkpoint
@@ -152,11 +154,22 @@ def find_resume(training_args: TrainingArguments) -> str | None:
         reverse=True,
     )
     for folder in found:
-        if (folder / "trainer_state.json").is_file():
+        if _readable_json(folder / "trainer_state.json"):
             logger.info("resuming from %s", folder)
             return str(folder)
-        logger.warning("%s is incomplete (no trainer_state.json; saving was interrupted): skipped", folder)
+        logger.warning(
+            "%s is incomplete (no readable trainer_state.json; saving was interrupted): skipped", folder
+        )
     return None
+
+
+def _readable_json(path: pathlib.Path) -> bool:
+    """Whether `path` holds a whole JSON document (a kill while the Trainer writes it leaves it empty or cut)."""
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
