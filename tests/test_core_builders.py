@@ -223,3 +223,26 @@ def test_core_and_llava_patch_agree_on_comm_configs(tiny_dir: Path):
         assert (spec is not None) is expected, case
         if expected:
             assert spec.name == "tiny-comm" and spec.stacked_width == 384, case
+
+
+def test_tower_built_inside_a_meta_device_load_has_real_weights_or_refuses(tiny_dir: Path):
+    """LLaVA-NeXT builds towers inside the LLM's meta-device `from_pretrained`: never leave meta weights behind.
+
+    transformers 4.x loads the encoders by assignment there (checked against a plain load, and in the LLaVA-NeXT
+    env by tests/test_next_llava.py); where a transformers cannot, the build refuses and names delay_load.
+    """
+    import transformers
+    from accelerate import init_empty_weights
+
+    cfg = SimpleNamespace(mm_vision_tower="tiny-comm")
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        with init_empty_weights(), pytest.raises(RuntimeError, match="delay_load=True"):
+            ct.build_vision_tower(cfg)
+        return
+    with init_empty_weights():
+        inside = ct.build_vision_tower(cfg)
+    plain = ct.build_vision_tower(cfg).state_dict()
+    got = inside.state_dict()
+    assert set(got) == set(plain) and not any(v.is_meta for v in got.values())
+    for key, value in got.items():
+        assert torch.equal(value, plain[key]), key

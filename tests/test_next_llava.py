@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -159,9 +160,8 @@ def test_stage2_trains_projector_and_llm_but_the_tower_stays_frozen(runs):
     )
 
 
-@pytest.fixture(scope="module")
-def loaded(runs):
-    """NeXT's `load_pretrained_model` on the stage-2 folder (bfloat16: NeXT's loader takes float16 or bfloat16)."""
+def _next_load(folder: Path) -> SimpleNamespace:
+    """NeXT's `load_pretrained_model` (bfloat16: NeXT's loader takes float16 or bfloat16), with its warnings."""
     from llava.mm_utils import get_model_name_from_path
     from llava.model.builder import load_pretrained_model
 
@@ -169,18 +169,96 @@ def loaded(runs):
 
     llava_patch.apply()
     try:
-        name = get_model_name_from_path(str(runs.stage2))
-        tokenizer, model, processor, _ = load_pretrained_model(
-            str(runs.stage2),
-            None,
-            name,
-            device_map="auto",
-            torch_dtype="bfloat16",
-            attn_implementation="sdpa",
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tokenizer, model, processor, _ = load_pretrained_model(
+                str(folder),
+                None,
+                get_model_name_from_path(str(folder)),
+                device_map="auto",
+                torch_dtype="bfloat16",
+                attn_implementation="sdpa",
+            )
     finally:
         llava_patch.remove()
-    return SimpleNamespace(tokenizer=tokenizer, model=model, processor=processor)
+    messages = [str(w.message) for w in caught]
+    return SimpleNamespace(tokenizer=tokenizer, model=model, processor=processor, warnings=messages)
+
+
+@pytest.fixture(scope="module")
+def loaded(runs):
+    """NeXT's `load_pretrained_model` on the stage-2 folder."""
+    return _next_load(runs.stage2)
+
+
+def _folder_weights(runs, dtype: torch.dtype) -> list[dict[str, torch.Tensor]]:
+    """Each encoder folder's weights read by transformers alone, in the tower's encoder order, cast to `dtype`."""
+    from transformers import CLIPVisionModel, Dinov2Model
+
+    folders = runs.tower.parent
+    return [
+        {k: v.to(dtype) for k, v in cls.from_pretrained(folders / name).state_dict().items()}
+        for name, cls in (("clip", CLIPVisionModel), ("dinov2", Dinov2Model))
+    ]
+
+
+def _assert_tower_holds(tower, expected: list[dict[str, torch.Tensor]]) -> None:
+    assert len(tower.encoders) == len(expected)
+    for i, (encoder, want) in enumerate(zip(tower.encoders, expected)):
+        got = encoder.model.state_dict()
+        assert set(got) == set(want), f"encoder {i}: {sorted(set(got) ^ set(want))}"
+        for key, value in got.items():
+            assert not value.is_meta and value.dtype == torch.bfloat16, (i, key, value.device, value.dtype)
+            assert torch.equal(value, want[key]), f"encoder {i} {key} differs from the folder's"
+
+
+def test_nexts_load_gives_the_tower_the_saved_encoder_weights_and_the_projector(runs, loaded):
+    """The tower's encoders load for real inside NeXT's meta-device build, and the checkpoint's copy fills them.
+
+    NeXT's train() casts the tower to float16 before saving, so the checkpoint holds the folders' weights in
+    float16; NeXT's bfloat16 load gives float16 -> bfloat16 of them, computed here from the folders alone.
+    """
+    from safetensors.torch import load_file
+
+    import comm_tower
+    from comm_tower.builders import build_vision_tower
+
+    assert not [m for m in loaded.warnings if "meta parameter" in m], loaded.warnings[:3]
+    tower = loaded.model.get_vision_tower()
+    as_saved = [{k: v.to(torch.float16) for k, v in w.items()} for w in _folder_weights(runs, torch.float32)]
+    _assert_tower_holds(tower, [{k: v.to(torch.bfloat16) for k, v in w.items()} for w in as_saved])
+
+    saved = load_file(runs.stage2 / "model.safetensors")
+    projector = loaded.model.get_model().mm_projector.state_dict()
+    assert projector and set(projector) == {k.removeprefix(PREFIX) for k in saved if k.startswith(PREFIX)}
+    for key, value in projector.items():
+        assert torch.equal(value, saved[PREFIX + key].to(value.dtype)), key
+
+    # the same features as a tower built from the preset alone, with the weights rounded as the checkpoint's
+    alone = build_vision_tower(SimpleNamespace(mm_vision_tower=str(runs.tower))).to(torch.float16)
+    alone.to(torch.bfloat16)
+    assert isinstance(alone, comm_tower.CommVisionTower)
+    pixels = _pixels(loaded, draw("green", "square", (300, 200)))[0]
+    with torch.inference_mode():
+        assert torch.equal(tower(pixels), alone(pixels))
+
+
+def test_nexts_load_takes_the_folders_weights_when_the_checkpoint_has_no_tower(runs, tmp_path):
+    """A checkpoint without `model.vision_tower.*` (e.g. NeXT's LoRA base) keeps the folders' weights exactly."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "llava-next-no-tower"  # NeXT's loader wants 'llava' in the name
+    folder.mkdir()
+    for item in runs.stage2.iterdir():
+        if item.is_file() and item.name != "model.safetensors":
+            (folder / item.name).symlink_to(item)
+    full = load_file(runs.stage2 / "model.safetensors")
+    kept = {k: v for k, v in full.items() if not k.startswith("model.vision_tower.")}
+    assert len(kept) < len(full)
+    save_file(kept, folder / "model.safetensors", metadata={"format": "pt"})
+    reloaded = _next_load(folder)
+    assert not [m for m in reloaded.warnings if "meta parameter" in m], reloaded.warnings[:3]
+    _assert_tower_holds(reloaded.model.get_vision_tower(), _folder_weights(runs, torch.bfloat16))
 
 
 def _prompt(tokenizer) -> torch.Tensor:

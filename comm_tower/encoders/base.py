@@ -49,6 +49,14 @@ def zero3_init_disabled() -> Iterator[None]:
         hf_deepspeed._hf_deepspeed_config_weak_ref = saved
 
 
+def building_on_meta() -> bool:
+    """True where new parameters land on the meta device: accelerate's `init_empty_weights` (what transformers 4.x
+    `from_pretrained(low_cpu_mem_usage=True)` builds models in) or `with torch.device("meta")`."""
+    probe = nn.Module()
+    probe.register_parameter("probe", nn.Parameter(torch.empty(0)))
+    return probe.probe.is_meta
+
+
 class VisionEncoder(nn.Module):
     """A frozen Hugging Face vision transformer exposing selected layers' patch tokens.
 
@@ -129,8 +137,16 @@ class VisionEncoder(nn.Module):
     def from_pretrained(
         cls, path: str, layers: Sequence[int], attn_implementation: str = "sdpa", **kwargs: Any
     ) -> VisionEncoder:
-        """Load whole weights (even under ZeRO-3), falling back to eager attention where the kernel is missing."""
+        """Load whole weights (even under ZeRO-3), falling back to eager attention where the kernel is missing.
+
+        Also inside another model's meta-device build (LLaVA-NeXT builds its towers in the LLM's
+        `from_pretrained(low_cpu_mem_usage=True)`): the weights are then assigned, not copied into meta
+        parameters (a no-op that would leave them for the outer checkpoint to fill, or uninitialised).
+        """
         cls.check_model_type(path)
+        on_meta = building_on_meta()
+        if on_meta:
+            kwargs.setdefault("low_cpu_mem_usage", True)  # transformers 4.x: loads by assignment
         with zero3_init_disabled():
             try:
                 model = cls.model_class.from_pretrained(
@@ -141,6 +157,12 @@ class VisionEncoder(nn.Module):
                     raise
                 logger.info("%s: %s attention unavailable (%s); using eager", path, attn_implementation, err)
                 model = cls.model_class.from_pretrained(path, attn_implementation="eager", **kwargs)
+        if on_meta and any(p.is_meta for p in model.parameters()):
+            raise RuntimeError(
+                f"{cls.family} encoder from '{path}': built inside a meta-device context (an enclosing "
+                "init_empty_weights or low_cpu_mem_usage load), this transformers left its weights on the meta "
+                "device; fix: build the COMM tower with delay_load=True and call load_model() after that load"
+            )
         logger.info("%s encoder from %s: attention=%s", cls.family, path, _attn_of(model))
         return cls(model, layers)
 
