@@ -112,14 +112,23 @@ def draw(colour: str, shape: str, size: tuple[int, int] = (80, 60)) -> Image.Ima
     return img
 
 
-def write_dataset(root: Path) -> dict[str, Path]:
-    """Images plus stage-1 (caption, `plain`) and stage-2 (multi-turn, `vicuna_v1`) JSON files."""
+def write_dataset(root: Path, sizes: dict[str, tuple[int, int]] | None = None) -> dict[str, Path]:
+    """Images plus stage-1 (caption, `plain`) and stage-2 (multi-turn, `vicuna_v1`) JSON files.
+
+    One picture per (colour, shape); with `sizes` ({kind: (width, height)}) the pictures cycle through them.
+    """
     images = root / "images"
     images.mkdir(parents=True, exist_ok=True)
+    kinds = list(sizes or {})
     stage1, stage2 = [], []
     for i, (colour, shape) in enumerate((c, s) for c in COLOURS for s in SHAPES):
-        name = f"{colour}_{shape}.png"
-        draw(colour, shape).save(images / name)
+        if sizes:
+            kind = kinds[i % len(kinds)]
+            name = f"{kind}_{colour}_{shape}.png"
+            draw(colour, shape, sizes[kind]).save(images / name)
+        else:
+            name = f"{colour}_{shape}.png"
+            draw(colour, shape).save(images / name)
         stage1.append(
             {
                 "id": f"s1-{i}",

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import torch
-from _llava_helpers import COLOURS, SHAPES, draw
+from _llava_helpers import write_dataset
 
 CROP, PATCH = 224, 28  # an 8x8 token grid per crop, as the tiny presets have at 64 px
 # (width, height) of the training pictures: wide, tall, square and tiny (smaller than one crop)
@@ -52,40 +52,7 @@ def build_tiny_next_tower(root: Path, seed: int = 0) -> Path:
 
 def write_next_dataset(root: Path) -> dict[str, Path]:
     """One picture per (colour, shape), cycling through the four aspect ratios; stage-1 and stage-2 JSON."""
-    images = root / "images"
-    images.mkdir(parents=True, exist_ok=True)
-    kinds = list(IMAGE_SIZES)
-    stage1, stage2 = [], []
-    for i, (colour, shape) in enumerate((c, s) for c in COLOURS for s in SHAPES):
-        kind = kinds[i % len(kinds)]
-        name = f"{kind}_{colour}_{shape}.png"
-        draw(colour, shape, IMAGE_SIZES[kind]).save(images / name)
-        stage1.append(
-            {
-                "id": f"s1-{i}",
-                "image": name,
-                "conversations": [
-                    {"from": "human", "value": "<image>\nDescribe the picture briefly."},
-                    {"from": "gpt", "value": f"A {colour} {shape} on a white background."},
-                ],
-            }
-        )
-        stage2.append(
-            {
-                "id": f"s2-{i}",
-                "image": name,
-                "conversations": [
-                    {"from": "human", "value": "<image>\nWhat colour is the shape?"},
-                    {"from": "gpt", "value": f"The shape is {colour}."},
-                    {"from": "human", "value": "Is it round?"},
-                    {"from": "gpt", "value": "Yes." if shape == "circle" else "No."},
-                ],
-            }
-        )
-    paths = {"images": images, "stage1": root / "stage1.json", "stage2": root / "stage2.json"}
-    paths["stage1"].write_text(json.dumps(stage1))
-    paths["stage2"].write_text(json.dumps(stage2))
-    return paths
+    return write_dataset(root, IMAGE_SIZES)
 
 
 def next_train_args(
