@@ -22,19 +22,9 @@ def demo_sized_checkpoint(root: Path) -> Path:
     sys.path.insert(0, str(Path(__file__).parent))
     from _serve_helpers import random_checkpoint
 
-    from comm_tower.demo.models import LlmSize
-    from comm_tower.zoo.tiny_lm import build_tiny_llama
+    from comm_tower.demo.models import build_demo_llm
 
-    size = LlmSize()
-    lm = build_tiny_llama(
-        root / "lm",
-        vocab_size=size.vocab_size,
-        hidden_size=size.hidden_size,
-        layers=size.layers,
-        heads=size.heads,
-        model_max_length=size.max_length,
-        init_std=size.init_std,
-    )
+    lm = build_demo_llm(root / "lm")
     torch.manual_seed(0)
     return random_checkpoint(lm, root / "ckpt", tower="tiny-comm", image_aspect_ratio="pad")
 

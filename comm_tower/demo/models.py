@@ -55,9 +55,17 @@ def ensure_demo_models(
     size = size or LlmSize()
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     encoders = ensure_tiny_encoders(default_tiny_dir())
-    llm = build_tiny_llama(
-        cache / f"llm-h{size.hidden_size}-l{size.layers}-a{size.heads}-v{size.vocab_size}-i{size.init_std:g}",
-        corpus=corpus_from_data(data_dir),
+    folder = f"llm-h{size.hidden_size}-l{size.layers}-a{size.heads}-v{size.vocab_size}-i{size.init_std:g}"
+    llm = build_demo_llm(cache / folder, size, corpus=corpus_from_data(data_dir))
+    return {**encoders, "llm": llm}
+
+
+def build_demo_llm(out: Path, size: LlmSize | None = None, corpus: list[str] | None = None) -> Path:
+    """A random tiny Llama of `size` (the demo's by default), its tokenizer trained on `corpus`, saved in `out`."""
+    size = size or LlmSize()
+    return build_tiny_llama(
+        out,
+        corpus=corpus,
         vocab_size=size.vocab_size,
         hidden_size=size.hidden_size,
         layers=size.layers,
@@ -65,4 +73,3 @@ def ensure_demo_models(
         model_max_length=size.max_length,
         init_std=size.init_std,
     )
-    return {**encoders, "llm": llm}
